@@ -1,0 +1,93 @@
+"""Settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """Pin the psycopg2 driver: SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SettingsError(f"{name} is required")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Triage process needs to know, read once at boot."""
+
+    database_url: str
+    redis_url: str
+    # Extra modules that declare job kinds (plug-ins, test kinds), imported by every process.
+    job_modules: tuple[str, ...] = ()
+    # Seconds a draining worker lets the job in hand run before putting it back on its queue.
+    drain_seconds: float = 3.0
+    # A worker's liveness lease: refreshed every lease_seconds / 4, lost after lease_seconds.
+    lease_seconds: float = 6.0
+    # How often the scheduler process runs the reconciler, and how old a ledger row must be
+    # before the reconciler treats its absence from Redis as a loss.
+    reconcile_interval: float = 2.0
+    reconcile_grace: float = 10.0
+    # Worker process recycling: exit (and be restarted by the supervisor) after this many jobs
+    # or once resident memory passes this many MiB. 0 disables.
+    worker_max_jobs: int = 0
+    worker_max_memory_mb: int = 300
+    # Grace past a job's own timeout before the watchdog kills a job that ignores the timeout.
+    hard_kill_grace: float = 10.0
+    # Failed (dead) jobs stay visible in RQ's failed registry this long; the ledger keeps them forever.
+    failure_ttl: int = 30 * 24 * 3600
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; fail at boot on a missing required value."""
+        env = os.environ if env is None else env
+        modules = tuple(m.strip() for m in env.get("TRIAGE_JOB_MODULES", "").split(",") if m.strip())
+        return cls(
+            database_url=_sqlalchemy_url(_required(env, "DATABASE_URL")),
+            redis_url=_required(env, "REDIS_URL"),
+            job_modules=modules,
+            drain_seconds=_float(env, "TRIAGE_DRAIN_SECONDS", 3.0),
+            lease_seconds=_float(env, "TRIAGE_LEASE_SECONDS", 6.0),
+            reconcile_interval=_float(env, "TRIAGE_RECONCILE_INTERVAL", 2.0),
+            reconcile_grace=_float(env, "TRIAGE_RECONCILE_GRACE", 10.0),
+            worker_max_jobs=_int(env, "TRIAGE_WORKER_MAX_JOBS", 0),
+            worker_max_memory_mb=_int(env, "TRIAGE_WORKER_MAX_MEMORY_MB", 300),
+            hard_kill_grace=_float(env, "TRIAGE_HARD_KILL_GRACE", 10.0),
+            failure_ttl=_int(env, "TRIAGE_FAILURE_TTL", 30 * 24 * 3600),
+            log_level=env.get("TRIAGE_LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,26 @@
+"""Database engine and sessions, built once per process (never shared across fork)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Triage table."""
+
+
+def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+    """An engine that works behind a transaction-mode pooler (no session state kept)."""
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    """Sessions that keep loaded attributes after commit, for reading results past a boundary."""
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,98 @@
+"""The transactional outbox: ledger rows reach RQ only after their transaction commits."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from rq import Queue
+from rq.serializers import JSONSerializer
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs.spec import spec_for
+
+log = logging.getLogger(__name__)
+
+_OUTBOX = "triage.outbox"
+#: RQ keeps a finished job's hash this long; the ledger is the lasting record.
+RESULT_TTL = 60
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A ledger job to hand to RQ: its id, kind, queue and JSON arguments."""
+
+    job_id: int
+    kind: str
+    queue: str
+    arguments: Sequence[Any]
+    from_dead: bool = False  # a requeued dead letter: leaves RQ's failed registry too
+
+
+def stage(session: Session, outgoing: Outgoing) -> None:
+    """Hold a job in the session until its transaction commits (dropped on rollback)."""
+    session.info.setdefault(_OUTBOX, []).append(outgoing)
+
+
+def push(redis: Redis, jobs: Iterable[Outgoing], *, failure_ttl: int, at_front: bool = False) -> None:
+    """Put ledger jobs on their RQ queues in one pipeline per queue; job id = ledger id."""
+    by_queue: dict[str, list[Outgoing]] = defaultdict(list)
+    for job in jobs:
+        by_queue[job.queue].append(job)
+    for name, batch in by_queue.items():
+        queue = Queue(name, connection=redis, serializer=JSONSerializer)
+        data = [
+            Queue.prepare_data(
+                spec_for(job.kind).func,
+                args=list(job.arguments),
+                job_id=str(job.job_id),
+                timeout=spec_for(job.kind).timeout,
+                result_ttl=RESULT_TTL,
+                failure_ttl=failure_ttl,
+                description=f"{job.kind} #{job.job_id}",
+                at_front=at_front,
+            )
+            for job in batch
+        ]
+        with redis.pipeline() as pipeline:
+            queue.enqueue_many(data, pipeline=pipeline)
+            revived = [str(job.job_id) for job in batch if job.from_dead]
+            if revived:
+                pipeline.zrem(queue.failed_job_registry.key, *revived)
+            pipeline.execute()
+
+
+def _mark_queued(engine: Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET status = 'queued', updated_at = now() WHERE id = ANY(:ids) AND status = 'pending'"),
+            {"ids": ids},
+        )
+
+
+def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, failure_ttl: int) -> None:  # type: ignore[type-arg]
+    """Make sessions from this factory enqueue their staged jobs after commit."""
+
+    @event.listens_for(sessions, "after_commit")
+    def _after_commit(session: Session) -> None:
+        staged: list[Outgoing] = session.info.pop(_OUTBOX, [])
+        if not staged:
+            return
+        try:
+            push(redis, staged, failure_ttl=failure_ttl)
+            _mark_queued(engine, [job.job_id for job in staged])
+        except (RedisError, SQLAlchemyError):
+            # The work is committed: the reconciler will enqueue it once Redis is back.
+            log.warning("Jobs %s: committed but not marked enqueued; left to the reconciler",
+                        [job.job_id for job in staged])
+
+    @event.listens_for(sessions, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(_OUTBOX, None)

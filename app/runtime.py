@@ -1,0 +1,39 @@
+"""Per-process resources: settings, database engine, sessions and the Redis client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.outbox import install_outbox
+from jobs.spec import load_job_modules
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a process talks to; build one per process, after any fork."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker  # type: ignore[type-arg]
+    redis: Redis
+
+    @classmethod
+    def build(cls, settings: Settings, *, pool_size: int = 5) -> Runtime:
+        """Connect (lazily) to PostgreSQL and Redis and register the job kinds."""
+        load_job_modules(settings.job_modules)
+        engine = make_engine(settings.database_url, pool_size=pool_size)
+        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        sessions = make_sessionmaker(engine)
+        install_outbox(sessions, redis, engine, failure_ttl=settings.failure_ttl)
+        return cls(settings=settings, engine=engine, sessions=sessions, redis=redis)
+
+    def close(self) -> None:
+        """Release connections (before exit or fork)."""
+        self.engine.dispose()
+        self.redis.close()

@@ -1,0 +1,158 @@
+"""Submitting work to the ledger, reading a job's status, requeueing dead jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Job, JobStatus
+from app.outbox import Outgoing, stage
+from app.queues import policy_for
+from jobs.spec import JobSpec, spec_for
+
+
+class InvalidJobArgumentsError(ValueError):
+    """Job arguments that are not a list of plain JSON values."""
+
+
+class JobNotFoundError(LookupError):
+    """No such job in this organisation."""
+
+
+class JobStateError(RuntimeError):
+    """The job is not in a state that allows the operation."""
+
+
+def _check_json(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidJobArgumentsError(f"{path}: {value!r} is not a finite number")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJobArgumentsError(f"{path}: object key {key!r} is not a string")
+            _check_json(item, f"{path}.{key}")
+        return
+    raise InvalidJobArgumentsError(f"{path}: {type(value).__name__} is not JSON (pass ids, not objects)")
+
+
+def submit(
+    session: Session,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    organisation_id: int,
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
+    queue: str | None = None,
+) -> Job:
+    """Write a job to the ledger in the caller's transaction; it is enqueued after commit."""
+    spec: JobSpec = spec_for(func)
+    queue_name = policy_for(queue).name if queue else spec.queue
+    _check_json(list(args), "arguments")
+    job = Job(
+        organisation_id=organisation_id,
+        kind=spec.kind,
+        queue=queue_name,
+        arguments=json.loads(json.dumps(list(args))),
+        status=JobStatus.PENDING.value,
+        attempts=0,
+        max_attempts=spec.max_attempts,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+    session.add(job)
+    session.flush()
+    stage(session, Outgoing(job.id, spec.kind, queue_name, job.arguments))
+    return job
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a caller may see of a job: no arguments, no traceback."""
+
+    id: int
+    kind: str
+    queue: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    error_type: str | None
+    error_message: str | None
+    result_ref: str | None
+
+
+def _get(session: Session, job_id: int, organisation_id: int | None, *, lock: bool = False) -> Job:
+    query = select(Job).where(Job.id == job_id)
+    if organisation_id is not None:
+        query = query.where(Job.organisation_id == organisation_id)
+    if lock:
+        query = query.with_for_update()
+    job = session.scalars(query).one_or_none()
+    if job is None:
+        raise JobNotFoundError(f"job {job_id} not found")
+    return job
+
+
+def view(session: Session, job_id: int, *, organisation_id: int | None) -> JobView:
+    """The ledger view of one job (organisation_id=None: any organisation, for operators)."""
+    job = _get(session, job_id, organisation_id)
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        queue=job.queue,
+        status=job.status,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        next_attempt_at=job.next_attempt_at,
+        error_type=job.last_error_type,
+        error_message=job.last_error_message,
+        result_ref=job.result_ref,
+    )
+
+
+def requeue_dead(session: Session, job_id: int, *, organisation_id: int | None = None) -> Job:
+    """Give a dead job a fresh set of attempts and enqueue it after commit."""
+    job = _get(session, job_id, organisation_id, lock=True)
+    if job.status != JobStatus.DEAD.value:
+        raise JobStateError(f"job {job_id} is {job.status}, not dead")
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(status=JobStatus.PENDING.value, attempts=0, next_attempt_at=None, finished_at=None,
+                updated_at=func.now())
+    )
+    stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments, from_dead=True))
+    return job
+
+
+def dead_job_ids(session: Session, *, queue: str | None = None, kind: str | None = None) -> Sequence[int]:
+    """Ids of dead jobs, optionally of one queue or kind, oldest first."""
+    query = select(Job.id).where(Job.status == JobStatus.DEAD.value).order_by(Job.id)
+    if queue:
+        query = query.where(Job.queue == queue)
+    if kind:
+        query = query.where(Job.kind == kind)
+    return session.scalars(query).all()

@@ -1,0 +1,117 @@
+"""The worker's side of the job ledger: claim a job, then record how its attempt ended.
+
+Each call is one autocommit statement (one round trip): this is the hot path of every job.
+Updates are fenced on (status = running, worker = me) so that a worker presumed dead cannot
+overwrite what the reconciler decided after recovering its job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from app.models import JobStatus
+
+_CLAIM = text(
+    """
+    UPDATE jobs SET status = 'running',
+        attempts = CASE WHEN status = 'dead' THEN 1 ELSE attempts + 1 END,
+        worker = :worker, started_at = now(), updated_at = now(), next_attempt_at = NULL
+    WHERE id = :id AND status IN ('pending', 'queued', 'retrying', 'dead')
+    RETURNING attempts, max_attempts, kind
+    """
+)
+
+_FINISH = text(
+    """
+    WITH j AS (
+        UPDATE jobs SET status = :status, attempts = attempts + :delta, updated_at = now(),
+            finished_at = CASE WHEN :final THEN now() ELSE NULL END,
+            next_attempt_at = :next_attempt_at,
+            last_error_type = COALESCE(:error_type, last_error_type),
+            last_error_message = COALESCE(:error_message, last_error_message),
+            last_error_traceback = COALESCE(:traceback, last_error_traceback)
+        WHERE id = :id AND status = 'running' AND worker = :worker
+        RETURNING id, attempts - :delta AS attempt, started_at
+    )
+    INSERT INTO job_attempts (job_id, attempt, worker, outcome, started_at, finished_at,
+                              error_type, error_message, traceback)
+    SELECT id, attempt, :worker, :outcome, started_at, now(), :error_type, :error_message, :traceback FROM j
+    RETURNING job_id
+    """
+)
+
+_db_retry = retry(
+    retry=retry_if_exception_type(OperationalError),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=2),
+    reraise=True,
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of a job."""
+
+    job_id: int
+    attempt: int
+    max_attempts: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended and what the ledger should say next."""
+
+    outcome: str  # succeeded | retrying | dead | postponed | interrupted | crashed
+    status: JobStatus
+    attempt_delta: int = 0  # -1 when the attempt does not count (postponed, interrupted)
+    next_attempt_at: datetime | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the job's life ends here."""
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
+
+
+SUCCEEDED = Outcome("succeeded", JobStatus.SUCCEEDED)
+
+
+class Ledger:
+    """Claims and attempt results, straight to PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @_db_retry
+    def claim(self, job_id: int, worker: str) -> Claim | None:
+        """Start an attempt; None when the job is not waiting (done, cancelled, running elsewhere)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(_CLAIM, {"id": job_id, "worker": worker}).one_or_none()
+        return None if row is None else Claim(job_id, row.attempts, row.max_attempts, row.kind)
+
+    @_db_retry
+    def finish(self, job_id: int, worker: str, outcome: Outcome) -> bool:
+        """Record the attempt's end; False when this worker no longer holds the job."""
+        params: dict[str, Any] = {
+            "id": job_id,
+            "worker": worker,
+            "status": outcome.status.value,
+            "delta": outcome.attempt_delta,
+            "final": outcome.final,
+            "next_attempt_at": outcome.next_attempt_at,
+            "outcome": outcome.outcome,
+            "error_type": outcome.error_type,
+            "error_message": outcome.error_message,
+            "traceback": outcome.traceback,
+        }
+        with self._engine.connect() as conn:
+            return conn.execute(_FINISH, params).first() is not None
