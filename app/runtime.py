@@ -33,7 +33,23 @@ class Runtime:
         install_outbox(sessions, redis, engine, failure_ttl=settings.failure_ttl)
         return cls(settings=settings, engine=engine, sessions=sessions, redis=redis)
 
+    def use(self) -> Runtime:
+        """Make this the process's runtime, which job functions reach through `current()`."""
+        global _CURRENT
+        _CURRENT = self
+        return self
+
     def close(self) -> None:
         """Release connections (before exit or fork)."""
         self.engine.dispose()
         self.redis.close()
+
+
+_CURRENT: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The runtime of this worker process (set at worker start); job functions use it."""
+    if _CURRENT is None:
+        raise RuntimeError("no runtime in this process: build one and call .use() at process start")
+    return _CURRENT

@@ -74,7 +74,7 @@ class DeadlinePenalty(BaseDeathPenalty):
     """RQ death penalty that shares SIGALRM with the drain deadline."""
 
     def __init__(self, timeout: Any, exception: type[BaseException] = JobTimeoutException, **kwargs: Any) -> None:
-        super().__init__(timeout, exception, **kwargs)
+        super().__init__(timeout, exception, **kwargs)  # type: ignore[no-untyped-call]
 
     def setup_death_penalty(self) -> None:
         """Arm the clock for this job (or callback)."""

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, text
 
 from app.models import JobStatus
 from app.outbox import Outgoing, push
+from jobs.spec import spec_for
 from workers.lease import lease_key
 from workers.ledger import Ledger, Outcome
 
@@ -104,17 +105,31 @@ class Reconciler:
     def _forget_execution(self, job: Outgoing) -> None:
         queue = Queue(job.queue, connection=self.redis, serializer=JSONSerializer)
         registry = queue.started_job_registry
-        entries = [e for e in self.redis.zrange(registry.key, 0, -1) if e.decode().split(":")[0] == str(job.job_id)]
+        members: list[bytes] = self.redis.zrange(registry.key, 0, -1)  # type: ignore[assignment]
+        entries = [e for e in members if e.decode().split(":")[0] == str(job.job_id)]
         if entries:
             self.redis.zrem(registry.key, *entries)
 
     def _bury(self, job: Outgoing, outcome: Outcome) -> None:
-        """Put a job whose last attempt crashed in RQ's failed registry (the dead letters)."""
-        push(self.redis, [job], failure_ttl=self.failure_ttl)
+        """Put a job whose last attempt crashed in RQ's failed registry (the dead letters).
+
+        Never via its queue: a worker listening there could take it first.
+        """
         queue = Queue(job.queue, connection=self.redis, serializer=JSONSerializer)
-        self.redis.lrem(queue.key, 0, str(job.job_id))
-        rq_job = RQJob.fetch(str(job.job_id), connection=self.redis, serializer=JSONSerializer)
+        spec = spec_for(job.kind)
+        rq_job = RQJob.create(
+            spec.func,
+            args=list(job.arguments),
+            id=str(job.job_id),
+            origin=job.queue,
+            connection=self.redis,
+            serializer=JSONSerializer,
+            timeout=spec.timeout,
+            failure_ttl=self.failure_ttl,
+            description=f"{job.kind} #{job.job_id}",
+        )
         with self.redis.pipeline() as pipeline:
+            rq_job.save(pipeline=pipeline)
             rq_job.set_status(RQStatus.FAILED, pipeline=pipeline)
             queue.failed_job_registry.add(
                 rq_job, ttl=self.failure_ttl, exc_string=outcome.error_message or "", pipeline=pipeline

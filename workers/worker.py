@@ -94,7 +94,7 @@ class TriageWorker(SimpleWorker):
         """First SIGTERM/SIGINT: stop taking jobs; the job in hand has drain_seconds to finish."""
         log.info("Worker %s: draining (deadline %ss)", self.name, self.runtime.settings.drain_seconds)
         CLOCK.drain(self.runtime.settings.drain_seconds)
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """Second signal: interrupt the job in hand now (it is put back, not failed)."""
@@ -106,7 +106,7 @@ class TriageWorker(SimpleWorker):
         if self._claim is not None:
             self._stop_requested = True
         else:
-            super()._shutdown()
+            super()._shutdown()  # type: ignore[no-untyped-call]
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -204,13 +204,13 @@ class TriageWorker(SimpleWorker):
         """Return an interrupted job to the front of its queue, as if never started."""
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            queue.enqueue_job(job, pipeline=pipeline, at_front=True)
             pipeline.execute()
+        queue.enqueue_job(job, at_front=True)
         log.info("Job %s: interrupted by drain; back at the front of %s", job.id, queue.name)
 
 
 def run_worker(runtime: Runtime, queues: list[str], *, burst: bool = False, max_jobs: int = 0) -> int:
     """Run one worker process until drained; return its exit code (75: please restart me)."""
-    worker = TriageWorker(queues, runtime=runtime, max_jobs=max_jobs)
+    worker = TriageWorker(queues, runtime=runtime.use(), max_jobs=max_jobs)
     worker.work(burst=burst, with_scheduler=True, logging_level=runtime.settings.log_level)
     return RECYCLE_EXIT if worker.recycle else 0

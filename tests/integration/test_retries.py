@@ -1,0 +1,95 @@
+"""Retries, dead letters and requeues, run by a real worker process."""
+
+from __future__ import annotations
+
+from rq import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from app.runtime import Runtime
+from app.services.jobs import requeue_dead, submit
+from tests.conftest import Processes, effects, ledger, outcomes, wait_for
+from tests.support.kinds import crash_prone, flaky
+
+
+def submit_one(runtime: Runtime, org_id: int, func, *args) -> int:  # type: ignore[no-untyped-def]
+    with runtime.sessions.begin() as session:
+        return submit(session, func, *args, organisation_id=org_id).id
+
+
+def status_is(runtime: Runtime, job_id: int, status: str):  # type: ignore[no-untyped-def]
+    return lambda: ledger(runtime, job_id).status == status
+
+
+def failed_ids(runtime: Runtime, queue: str = "critical") -> list[str]:
+    return FailedJobRegistry(queue, connection=runtime.redis, serializer=JSONSerializer).get_job_ids()
+
+
+def test_transient_failures_retry_then_succeed(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, flaky, "t1", 2)
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "succeeded"), what="job to succeed after retries")
+    row = ledger(rt, job_id)
+    assert row.attempts == 3
+    assert outcomes(rt, job_id) == ["retrying", "retrying", "succeeded"]
+    assert row.last_error_type == "TransientError"
+    assert failed_ids(rt) == []
+
+
+def test_transient_failures_exhaust_attempts_and_dead_letter_exactly_once(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, crash_prone, "t2")
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "dead"), what="job to be dead-lettered")
+    row = ledger(rt, job_id)
+    assert (row.attempts, row.max_attempts, row.last_error_type) == (2, 2, "RuntimeError")
+    assert "unclassified failure" in row.last_error_traceback
+    assert row.finished_at is not None
+    assert outcomes(rt, job_id) == ["retrying", "dead"]
+    assert failed_ids(rt) == [str(job_id)]
+    assert len(effects(rt, "t2")) == 2
+
+
+def test_permanent_failure_is_dead_after_one_attempt(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, flaky, "t3", 1, True)
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "dead"), what="job to be dead-lettered")
+    assert ledger(rt, job_id).attempts == 1
+    assert outcomes(rt, job_id) == ["dead"]
+    assert failed_ids(rt) == [str(job_id)]
+
+
+def test_requeued_dead_job_runs_again_with_fresh_attempts(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, flaky, "t4", 1, True)
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "dead"), what="job to be dead-lettered")
+    with rt.sessions.begin() as session:
+        requeue_dead(session, job_id)
+    wait_for(status_is(rt, job_id, "succeeded"), what="requeued job to succeed")
+    assert ledger(rt, job_id).attempts == 1
+    assert outcomes(rt, job_id) == ["dead", "succeeded"]
+    assert failed_ids(rt) == []
+
+
+def test_requeue_from_rq_dashboard_is_followed_by_the_ledger(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, flaky, "t5", 1, True)
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "dead"), what="job to be dead-lettered")
+    # what rq-dashboard's "requeue" button does
+    FailedJobRegistry("critical", connection=rt.redis, serializer=JSONSerializer).requeue(str(job_id))
+    wait_for(status_is(rt, job_id, "succeeded"), what="dashboard-requeued job to succeed")
+    assert outcomes(rt, job_id) == ["dead", "succeeded"]
+
+
+def test_duplicate_copies_of_a_job_run_once(clean: Runtime, procs: Processes, org_id: int) -> None:
+    rt = clean
+    job_id = submit_one(rt, org_id, flaky, "t6", 0)
+    Queue("critical", connection=rt.redis, serializer=JSONSerializer).push_job_id(str(job_id))  # a stray copy
+    procs.worker("critical")
+    wait_for(status_is(rt, job_id, "succeeded"), what="job to succeed")
+    wait_for(lambda: Queue("critical", connection=rt.redis).count == 0, what="queue to drain")
+    assert len(effects(rt, "t6")) == 1
