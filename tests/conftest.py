@@ -158,6 +158,19 @@ class Processes:
         self.started.append(proc)
         return proc
 
+    def run(self, *args: str, expect_code: int = 0, env: dict[str, str] | None = None) -> str:
+        """Run a `triage` command to completion; return its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **WORKER_ENV, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == expect_code, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
     def log(self, proc: subprocess.Popen[bytes]) -> bytes:
         """What a started process has printed so far."""
         return (self._log_dir / f"proc-{self.started.index(proc)}.log").read_bytes()

@@ -62,3 +62,14 @@ def test_several_workers_on_one_queue_run_each_job_once(clean: Runtime, procs: P
     assert Counter(row.token for row in rows) == Counter({f"w{i}": 1 for i in range(300)})
     assert len({row.pid for row in rows}) == 3  # all three really took part
     assert all(ledger(clean, i).attempts == 1 for i in ids)
+
+
+def test_triage_reconcile_command_restores_lost_jobs(clean: Runtime, procs: Processes, org_id: int) -> None:
+    with clean.sessions.begin() as session:
+        ids = [submit(session, effect, f"c{i}", organisation_id=org_id).id for i in range(5)]
+    clean.redis.flushdb()
+    output = procs.run("reconcile", env={"TRIAGE_RECONCILE_GRACE": "0"})
+    assert "re-enqueued 5 lost job(s)" in output
+    procs.worker("critical")
+    wait_for(all_succeeded(clean, ids), what="restored jobs to run")
+    assert len(effects(clean)) == 5

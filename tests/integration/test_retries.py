@@ -9,7 +9,7 @@ from rq.serializers import JSONSerializer
 from app.runtime import Runtime
 from app.services.jobs import requeue_dead, submit
 from tests.conftest import Processes, effects, ledger, outcomes, wait_for
-from tests.support.kinds import crash_prone, flaky
+from tests.support.kinds import breaker, crash_prone, flaky
 
 
 def submit_one(runtime: Runtime, org_id: int, func, *args) -> int:  # type: ignore[no-untyped-def]
@@ -93,3 +93,23 @@ def test_duplicate_copies_of_a_job_run_once(clean: Runtime, procs: Processes, or
     wait_for(status_is(rt, job_id, "succeeded"), what="job to succeed")
     wait_for(lambda: Queue("critical", connection=rt.redis).count == 0, what="queue to drain")
     assert len(effects(rt, "t6")) == 1
+
+
+def test_postponed_job_spends_no_attempt(clean: Runtime, procs: Processes, org_id: int) -> None:
+    job_id = submit_one(clean, org_id, breaker, "t7", 2)
+    procs.worker("critical")
+    wait_for(status_is(clean, job_id, "succeeded"), what="postponed job to succeed")
+    # max_attempts is 1: two postponements did not use it up
+    assert (ledger(clean, job_id).attempts, ledger(clean, job_id).max_attempts) == (1, 1)
+    assert outcomes(clean, job_id) == ["postponed", "postponed", "succeeded"]
+
+
+def test_cli_lists_and_requeues_dead_letters(clean: Runtime, procs: Processes, org_id: int) -> None:
+    job_id = submit_one(clean, org_id, flaky, "t8", 1, True)
+    procs.worker("critical")
+    wait_for(status_is(clean, job_id, "dead"), what="job to be dead-lettered")
+    listing = procs.run("dlq", "list")
+    assert f"{job_id}\tcritical\ttests.flaky\t1/3\tPermanentError" in listing
+    procs.run("dlq", "requeue", str(job_id))
+    wait_for(status_is(clean, job_id, "succeeded"), what="requeued job to succeed")
+    assert "not dead" in procs.run("dlq", "requeue", str(job_id), expect_code=1)

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.runtime import current
 from jobs.backoff import Exponential
-from jobs.errors import PermanentError, TransientError
+from jobs.errors import PermanentError, Postpone, TransientError
 from jobs.spec import job_kind
 
 FAST = Exponential(base=0.5, cap=1)
@@ -73,3 +73,10 @@ def stubborn(token: str) -> None:
             time.sleep(0.1)
         except BaseException:  # noqa: BLE001, S110 - the point of this job is to misbehave
             pass
+
+
+@job_kind("tests.breaker", queue="critical", max_attempts=1)
+def breaker(token: str, postpones: int) -> None:
+    """Postpone (as an open circuit breaker would) the first `postpones` runs, then succeed."""
+    if record(token) < postpones:
+        raise Postpone(1, "breaker open")
