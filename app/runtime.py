@@ -11,6 +11,7 @@ from sqlalchemy.orm import sessionmaker
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.outbox import install_outbox
+from app.redis_client import connect
 from jobs.spec import load_job_modules
 
 
@@ -28,7 +29,7 @@ class Runtime:
         """Connect (lazily) to PostgreSQL and Redis and register the job kinds."""
         load_job_modules(settings.job_modules)
         engine = make_engine(settings.database_url, pool_size=pool_size)
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = connect(settings.redis_url)
         sessions = make_sessionmaker(engine)
         install_outbox(sessions, redis, engine, failure_ttl=settings.failure_ttl)
         return cls(settings=settings, engine=engine, sessions=sessions, redis=redis)
