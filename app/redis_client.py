@@ -43,5 +43,8 @@ def connect(url: str) -> Redis:
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return Redis.from_url(url, health_check_interval=30)
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(list(target.hosts), socket_timeout=5, password=target.password)
-    return sentinel.master_for(target.service, db=target.db, password=target.password, health_check_interval=30)
+    sentinel = Sentinel(list(target.hosts), socket_timeout=5, password=target.password)  # type: ignore[no-untyped-call]
+    primary: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.service, db=target.db, password=target.password, health_check_interval=30
+    )
+    return primary

@@ -167,6 +167,7 @@ class Processes:
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
         assert done.returncode == expect_code, done.stdout + done.stderr
         return done.stdout + done.stderr

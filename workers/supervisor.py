@@ -42,7 +42,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self._children[slot] = subprocess.Popen(
-            self._command, start_new_session=True, preexec_fn=_drain_when_orphaned
+            self._command, start_new_session=True, preexec_fn=_drain_when_orphaned  # noqa: PLW1509 - no threads here
         )
         log.info("Supervisor: worker %s started as pid %s", slot, self._children[slot].pid)
 
