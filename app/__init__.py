@@ -2,23 +2,93 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import math
+import re
+import time
+import uuid
 
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from app.api.problems import Problem
 from app.config import Settings
 from app.runtime import Runtime
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
-def create_app(settings: Settings | None = None) -> Flask:
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
     """Build the API app; connections are created per process, never at import."""
     app = Flask(__name__)
-    runtime = Runtime.build(settings or Settings.from_env())
+    runtime = runtime or Runtime.build(settings or Settings.from_env())
     app.extensions["triage"] = runtime
-    register_health(app)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    register_request_ids(app)
+    register_errors(app)
+    register_auth(app)
+    register_rate_limits(app, runtime.settings)
+    register_blueprints(app)
     return app
 
 
-def register_health(app: Flask) -> None:
-    """Liveness and readiness probes (no authentication: they reveal nothing)."""
-    from app.api.health import blueprint
+def register_request_ids(app: Flask) -> None:
+    """Accept a well-formed X-Request-ID or make one; echo it; logs and jobs carry it."""
 
-    app.register_blueprint(blueprint)
+    @app.before_request
+    def _assign() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+def register_errors(app: Flask) -> None:
+    """Every error as application/problem+json."""
+    from app.api.problems import register_problems
+
+    register_problems(app)
+
+
+def register_auth(app: Flask) -> None:
+    """Bearer API keys identify the caller; views require scopes."""
+    from app.api import auth
+
+    auth.register_auth(app)
+
+
+def _rate_key() -> str:
+    caller = g.get("caller")
+    return f"client:{caller.client_id}" if caller else f"ip:{get_remote_address()}"
+
+
+def register_rate_limits(app: Flask, settings: Settings) -> None:
+    """Per API key (per IP without one) limits in Redis; if Redis is down, requests still pass."""
+    limiter = Limiter(
+        key_func=_rate_key,
+        app=app,
+        default_limits=[lambda: settings.rate_limit if g.get("caller") else settings.anonymous_rate_limit],
+        storage_uri=settings.redis_url,
+        strategy="moving-window",
+        swallow_errors=True,
+        key_prefix="triage-rl",
+    )
+    limiter.request_filter(lambda: request.path in ("/health/live", "/health/ready"))
+
+    @app.errorhandler(RateLimitExceeded)
+    def _limited(exc: RateLimitExceeded) -> Response:
+        limit = limiter.current_limit
+        wait = max(1, math.ceil(limit.reset_at - time.time())) if limit else 1
+        return Problem(429, "Too Many Requests", f"Rate limit exceeded ({exc.description}).",
+                       headers={"Retry-After": str(wait)}).to_response()
+
+
+def register_blueprints(app: Flask) -> None:
+    """The API's routes."""
+    from app.api import health, jobs, openapi
+
+    for module in (health, jobs, openapi):
+        app.register_blueprint(module.blueprint)

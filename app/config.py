@@ -71,6 +71,10 @@ class Settings:
     # Failed (dead) jobs stay visible in RQ's failed registry this long; the ledger keeps them forever.
     failure_ttl: int = 30 * 24 * 3600
     log_level: str = "INFO"
+    # API: requests per API key, per IP without one (flask-limiter notation), and body size.
+    rate_limit: str = "1200 per minute"
+    anonymous_rate_limit: str = "120 per minute"
+    max_body_bytes: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,4 +94,7 @@ class Settings:
             hard_kill_grace=_float(env, "TRIAGE_HARD_KILL_GRACE", 10.0),
             failure_ttl=_int(env, "TRIAGE_FAILURE_TTL", 30 * 24 * 3600),
             log_level=env.get("TRIAGE_LOG_LEVEL", "INFO").upper(),
+            rate_limit=env.get("TRIAGE_RATE_LIMIT") or "1200 per minute",
+            anonymous_rate_limit=env.get("TRIAGE_ANONYMOUS_RATE_LIMIT") or "120 per minute",
+            max_body_bytes=_int(env, "TRIAGE_MAX_BODY_BYTES", 1024 * 1024),
         )

@@ -135,3 +135,19 @@ class JobAttempt(Base):
     traceback: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="attempt_history")
+
+
+class IdempotencyRecord(Base):
+    """The stored response of a work-creating POST, replayed for the same Idempotency-Key."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_client_id", "key", name="uq_idempotency_client_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    api_client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[Any] = mapped_column(JSONB)
+    response_headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)

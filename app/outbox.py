@@ -11,6 +11,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -96,3 +97,16 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:
         session.info.pop(_OUTBOX, None)
+
+
+def withdraw(redis: Redis, job_id: int, queue_name: str) -> None:
+    """Best effort: take a cancelled job's copy out of Redis (workers skip it anyway)."""
+    queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+    try:
+        with redis.pipeline() as pipeline:
+            pipeline.lrem(queue.key, 0, str(job_id))
+            pipeline.zrem(queue.scheduled_job_registry.key, str(job_id))
+            pipeline.delete(f"{Job.redis_job_namespace_prefix}{job_id}")
+            pipeline.execute()
+    except RedisError:
+        log.warning("Job %s: cancelled, but its Redis copy could not be removed now", job_id)

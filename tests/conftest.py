@@ -96,7 +96,7 @@ def clean(runtime: Runtime) -> Iterator[Runtime]:
 
     def wipe() -> None:
         with runtime.engine.begin() as conn:
-            conn.execute(text("TRUNCATE job_attempts, jobs, api_clients, organisations, test_effects RESTART IDENTITY"))
+            conn.execute(text("TRUNCATE job_attempts, jobs, idempotency_keys, api_clients, organisations, test_effects RESTART IDENTITY"))
         runtime.redis.flushdb()
 
     wipe()

@@ -114,23 +114,7 @@ def _get(session: Session, job_id: int, organisation_id: int | None, *, lock: bo
 
 def view(session: Session, job_id: int, *, organisation_id: int | None) -> JobView:
     """The ledger view of one job (organisation_id=None: any organisation, for operators)."""
-    job = _get(session, job_id, organisation_id)
-    return JobView(
-        id=job.id,
-        kind=job.kind,
-        queue=job.queue,
-        status=job.status,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        next_attempt_at=job.next_attempt_at,
-        error_type=job.last_error_type,
-        error_message=job.last_error_message,
-        result_ref=job.result_ref,
-    )
+    return _as_view(_get(session, job_id, organisation_id))
 
 
 def requeue_dead(session: Session, job_id: int, *, organisation_id: int | None = None) -> Job:
@@ -156,3 +140,56 @@ def dead_job_ids(session: Session, *, queue: str | None = None, kind: str | None
     if kind:
         query = query.where(Job.kind == kind)
     return session.scalars(query).all()
+
+
+def _as_view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        queue=job.queue,
+        status=job.status,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        next_attempt_at=job.next_attempt_at,
+        error_type=job.last_error_type,
+        error_message=job.last_error_message,
+        result_ref=job.result_ref,
+    )
+
+
+def list_jobs(
+    session: Session,
+    *,
+    organisation_id: int,
+    status: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[JobView]:
+    """An organisation's jobs, newest first, after the `before_id` cursor."""
+    query = select(Job).where(Job.organisation_id == organisation_id).order_by(Job.id.desc()).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if since:
+        query = query.where(Job.created_at >= since)
+    if before_id:
+        query = query.where(Job.id < before_id)
+    return [_as_view(job) for job in session.scalars(query)]
+
+
+def cancel(session: Session, job_id: int, *, organisation_id: int | None) -> Job:
+    """Cancel a job that has not started; a worker then skips any copy still in Redis."""
+    job = _get(session, job_id, organisation_id, lock=True)
+    if job.status not in (JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.RETRYING.value):
+        raise JobStateError(f"job {job_id} is {job.status}; only waiting jobs can be cancelled")
+    job.status = JobStatus.CANCELLED.value
+    job.finished_at = job.updated_at = datetime.now().astimezone()
+    session.flush()
+    return job

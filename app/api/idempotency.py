@@ -1,0 +1,121 @@
+"""One transaction per work-creating request, with Idempotency-Key replay (IETF draft semantics).
+
+- same key, same request  → the first response again, with `Idempotent-Replayed: true`;
+- same key, other request → 422 (the key was used for something else);
+- same key while the first request is still being processed → 409 (retry later).
+Keys are scoped per API client and kept at least 72 hours. The stored response is written in the
+same transaction as the work it created, so a replay never points at work that was rolled back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Response, current_app, g, json, make_response, request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.auth import current_caller
+from app.api.problems import FieldError, Problem
+from app.models import IdempotencyRecord
+from app.runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+HEADER = "Idempotency-Key"
+RETENTION_HOURS = 72
+_REPLAYED_HEADERS = ("Location", "Content-Type")
+
+
+def db() -> Session:
+    """The request's session (views behind `transactional` or `idempotent`)."""
+    session: Session = g.db
+    return session
+
+
+def _request_hash() -> str:
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    response = Response(json.dumps(record.response_body), status=record.response_status)
+    response.headers.update(record.response_headers)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _key(required: bool) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None and required:
+        raise Problem(400, "Idempotency-Key Required", f"This endpoint requires an {HEADER} header.",
+                      errors=[FieldError("header", HEADER, "required")])
+    if key is not None and not 1 <= len(key) <= 255:
+        raise Problem(422, "Unprocessable Content", f"{HEADER} must be 1 to 255 characters.", "validation",
+                      [FieldError("header", HEADER, "must be 1 to 255 characters")])
+    return key
+
+
+def transactional(view: F) -> F:
+    """Run the view in one transaction (g.db), committed after it returns; jobs enqueue after."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        runtime: Runtime = current_app.extensions["triage"]
+        with runtime.sessions.begin() as session:
+            g.db = session
+            return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def idempotent(required: bool = False) -> Callable[[F], F]:
+    """Make a work-creating POST safe to retry with an Idempotency-Key."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = _key(required)
+            runtime: Runtime = current_app.extensions["triage"]
+            with runtime.sessions.begin() as session:
+                g.db = session
+                if key is None:
+                    return view(*args, **kwargs)
+                return _once(session, key, view, args, kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _once(session: Session, key: str, view: Callable[..., Any], args: Any, kwargs: Any) -> Response:
+    client_id = current_caller().client_id
+    lock = func.pg_try_advisory_xact_lock(func.hashtextextended(f"idempotency:{client_id}:{key}", 0))
+    if not session.scalar(select(lock)):
+        raise Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
+                      "idempotency-in-flight", headers={"Retry-After": "1"})
+    record = session.scalars(
+        select(IdempotencyRecord).where(IdempotencyRecord.api_client_id == client_id, IdempotencyRecord.key == key)
+    ).one_or_none()
+    request_hash = _request_hash()
+    if record is not None:
+        if record.request_hash != request_hash:
+            raise Problem(422, "Unprocessable Content", "This Idempotency-Key was used for a different request.",
+                          "idempotency-key-reused", [FieldError("header", HEADER, "reused with another request")])
+        return _replay(record)
+    response = make_response(view(*args, **kwargs))
+    if response.status_code < 500 and response.is_json:
+        session.add(
+            IdempotencyRecord(
+                api_client_id=client_id,
+                key=key,
+                request_hash=request_hash,
+                response_status=response.status_code,
+                response_body=response.get_json(),
+                response_headers={h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
+            )
+        )
+    return response
