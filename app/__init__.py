@@ -88,7 +88,7 @@ def register_rate_limits(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The API's routes."""
-    from app.api import health, jobs, openapi
+    from app.api import admin, health, jobs, openapi
 
-    for module in (health, jobs, openapi):
+    for module in (health, jobs, admin, openapi):
         app.register_blueprint(module.blueprint)
