@@ -32,7 +32,7 @@ class Lease(threading.Thread):
         self._ttl_ms = int(lease_seconds * 1000)
         self._period = lease_seconds / 4
         self._grace = hard_kill_grace
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._hard_deadline: float | None = None
         self._job_id: str | None = None
 
@@ -51,7 +51,7 @@ class Lease(threading.Thread):
         self._redis.set(self._key, os.getpid(), px=self._ttl_ms)
 
     def run(self) -> None:
-        while not self._stop.wait(self._period):
+        while not self._halt.wait(self._period):
             deadline = self._hard_deadline
             if deadline is not None and time.monotonic() > deadline:
                 log.critical("Job %s: ignored its timeout; killing worker process %s", self._job_id, os.getpid())
@@ -63,7 +63,7 @@ class Lease(threading.Thread):
 
     def release(self) -> None:
         """Stop renewing and drop the lease (clean exit)."""
-        self._stop.set()
+        self._halt.set()
         try:
             self._redis.delete(self._key)
         except RedisError:

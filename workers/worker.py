@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import time
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -31,6 +32,7 @@ from rq.worker import SimpleWorker
 from app.models import JobStatus
 from app.outbox import RESULT_TTL
 from app.runtime import Runtime
+from app.services.operations import paused_queues
 from jobs.spec import spec_for
 from workers.deadline import CLOCK, DeadlinePenalty
 from workers.lease import Lease
@@ -38,6 +40,9 @@ from workers.ledger import SUCCEEDED, Claim, Ledger
 from workers.policy import decide
 
 log = logging.getLogger(__name__)
+
+#: Longest a worker blocks on its queues before re-reading which are paused.
+_POLL_SECONDS = 5
 
 #: Exit code asking the supervisor for a fresh process (max jobs or memory reached).
 RECYCLE_EXIT = 75
@@ -73,6 +78,8 @@ class TriageWorker(SimpleWorker):
             hard_kill_grace=settings.hard_kill_grace,
         )
         self.recycle = False
+        self._paused_names: set[str] = set()
+        self._paused_at = -math.inf
         self.max_jobs = max_jobs
         self.jobs_done = 0
         self._claim: Claim | None = None
@@ -103,8 +110,8 @@ class TriageWorker(SimpleWorker):
         CLOCK.drain(0)
 
     def _shutdown(self) -> None:
-        if self._claim is not None:
-            self._stop_requested = True
+        if self._claim is not None or self._stop_requested:
+            self._stop_requested = True  # busy, or already stopping (e.g. recycling): finish quietly
         else:
             super()._shutdown()  # type: ignore[no-untyped-call]
 
@@ -133,8 +140,48 @@ class TriageWorker(SimpleWorker):
     def _skip(self, job: Job, queue: Queue) -> None:
         """A copy of a job that is done, cancelled or running elsewhere: drop this copy."""
         log.info("Job %s: not waiting in the ledger; duplicate copy skipped", job.id)
-        if len(self.queues) == 1:
+        if len(self._ordered_queues) == 1:
             self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+
+    # -- paused queues -----------------------------------------------------------------------
+
+    def _paused(self, *, fresh: bool = False) -> set[str]:
+        """The paused queue names, re-read from Redis at most once a second."""
+        now = time.monotonic()
+        if fresh or now - self._paused_at > 1.0:
+            self._paused_names = paused_queues(self.connection)
+            self._paused_at = now
+        return self._paused_names
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """Dequeue from the queues that are not paused, polling so pauses take effect in seconds."""
+        while True:
+            paused = self._paused()
+            self._ordered_queues = [q for q in self.queues if q.name not in paused]
+            if not self._ordered_queues:
+                if timeout is None:
+                    return None
+                self.heartbeat()
+                time.sleep(1)
+                continue
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time or _POLL_SECONDS)
+            if result is None:
+                if timeout is None or max_idle_time is not None:
+                    return None
+                continue
+            job, queue = result
+            if queue.name not in self._paused(fresh=True):
+                return result
+            # Paused while we were waiting on it: back to the front, untouched.
+            if len(self._ordered_queues) == 1:
+                self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+            queue.push_job_id(job.id, at_front=True)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ pops through its intermediate queue when listening on one queue: pauses can make it one."""
+        super().prepare_job_execution(job, remove_from_intermediate_queue or len(self._ordered_queues) == 1)
 
     def _check_recycle(self) -> None:
         self.jobs_done += 1
