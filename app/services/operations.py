@@ -185,3 +185,17 @@ def forget_failed(redis: Redis, job_id: int, queue_name: str) -> None:
     queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
     queue.failed_job_registry.remove(str(job_id))
     redis.delete(RQJob.key_for(str(job_id)))
+
+
+def live_schedulers(redis: Redis) -> int:
+    """rq-scheduler processes whose registration has not expired or recorded a death."""
+    alive = 0
+    for key in redis.scan_iter(match="rq:scheduler_instance:*", count=100):
+        if not redis.hexists(key, "death"):
+            alive += 1
+    return alive
+
+
+def backlog_threshold(queue: str) -> float:
+    """Oldest-waiting age (seconds) past which a queue counts as backed up: twice its timeout, 60 s at least."""
+    return max(60.0, 2.0 * policy_for(queue).timeout)

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.redis_client import connect
 from tests.conftest import wait_for
+from tests.support.servers import answers, free_port, start_redis, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        return bool(Redis(port=port, socket_timeout=0.5).ping())
-    except RedisConnectionError:
-        return False
 
 
 @pytest.fixture()
@@ -40,18 +25,13 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[int, int]]:
         f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
         f"sentinel monitor triage-primary 127.0.0.1 {primary} 1\n"
     )
-    procs = [
-        subprocess.Popen(["redis-server", "--port", str(primary), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no"], stdout=subprocess.DEVNULL),
-        subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL),
-    ]
+    procs = [start_redis(primary), start_redis(sentinel_port, "--sentinel", config=conf)]
     try:
         wait_for(lambda: answers(primary) and answers(sentinel_port), timeout=10, what="throwaway redis")
         yield primary, sentinel_port
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop(proc)
 
 
 def test_sentinel_url_connects_to_the_primary(sentinel: tuple[int, int]) -> None:
