@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
 import time
 
 import click
-from sqlalchemy import select
 
 from app.config import Settings
 from app.runtime import Runtime
@@ -80,35 +80,180 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--queue", default=None)
 @click.option("--kind", default=None)
-def dlq_list(queue: str | None, kind: str | None) -> None:
-    """List dead jobs: id, queue, kind, attempts, error type."""
-    from app.models import Job
-    from app.services.jobs import dead_job_ids
+@click.option("--error", default=None, help="Error type, e.g. PermanentError.")
+def dlq_list(queue: str | None, kind: str | None, error: str | None) -> None:
+    """Dead jobs grouped by queue, kind and error type."""
+    from app.services.operations import dead_letter_groups
 
-    runtime = _runtime()
-    with runtime.sessions() as session:
-        ids = dead_job_ids(session, queue=queue, kind=kind)
-        for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id)):
-            click.echo(f"{job.id}\t{job.queue}\t{job.kind}\t{job.attempts}/{job.max_attempts}\t{job.last_error_type}")
+    with _runtime().sessions() as session:
+        groups = dead_letter_groups(session, queue=queue, kind=kind, error=error)
+    click.echo("count\tqueue\tkind\terror\tids")
+    for g in groups:
+        click.echo(f"{g.count}\t{g.queue}\t{g.kind}\t{g.error_type}\t{g.oldest_id}..{g.newest_id}")
+
+
+@dlq.command("show")
+@click.argument("job_id", type=int)
+def dlq_show(job_id: int) -> None:
+    """A dead job's error, traceback, arguments and attempts."""
+    from app.services.jobs import JobNotFoundError
+    from app.services.operations import dead_letter
+
+    with _runtime().sessions() as session:
+        try:
+            job, attempts = dead_letter(session, job_id)
+        except JobNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"job {job.id} {job.kind} on {job.queue}: {job.attempts}/{job.max_attempts} attempts")
+        click.echo(f"arguments: {job.arguments}")
+        click.echo(f"error: {job.last_error_type}: {job.last_error_message}")
+        for a in attempts:
+            click.echo(f"  attempt {a.attempt} {a.outcome} by {a.worker} at {a.finished_at:%Y-%m-%d %H:%M:%S} "
+                       f"{a.error_type or ''}")
+        click.echo(job.last_error_traceback or "")
 
 
 @dlq.command("requeue")
-@click.argument("job_ids", nargs=-1, type=int, required=True)
-def dlq_requeue(job_ids: tuple[int, ...]) -> None:
-    """Run dead jobs again with a fresh set of attempts."""
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every dead job matching the filters.")
+@click.option("--queue", default=None)
+@click.option("--kind", default=None)
+@click.option("--error", default=None)
+def dlq_requeue(job_ids: tuple[int, ...], everything: bool, queue: str | None, kind: str | None,
+                error: str | None) -> None:
+    """Run dead jobs again with a fresh set of attempts (ids, or --all with filters)."""
     from app.services.jobs import JobNotFoundError, JobStateError, requeue_dead
+    from app.services.operations import dead_letter_ids
 
     runtime = _runtime()
-    failed = False
-    with click.progressbar(job_ids, label="requeueing") as bar:
+    if everything:
+        with runtime.sessions() as session:
+            job_ids = tuple(dead_letter_ids(session, queue=queue, kind=kind, error=error))
+    elif not job_ids:
+        raise click.UsageError("give job ids, or --all")
+    failed = 0
+    with click.progressbar(job_ids, label=f"requeueing {len(job_ids)} job(s)") as bar:
         for job_id in bar:
             try:
                 with runtime.sessions.begin() as session:
                     requeue_dead(session, job_id)
             except (JobNotFoundError, JobStateError) as exc:
                 click.echo(f"\n{exc}", err=True)
-                failed = True
+                failed += 1
+    click.echo(f"requeued {len(job_ids) - failed}, failed {failed}")
     sys.exit(1 if failed else 0)
+
+
+@dlq.command("purge")
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+@click.option("--actor", default=lambda: f"cli:{getpass.getuser()}", help="Who purges (recorded).")
+def dlq_purge(job_ids: tuple[int, ...], actor: str) -> None:
+    """Give up on dead jobs for good (cancelled, removed from RQ; recorded with the actor)."""
+    from app.services.jobs import JobNotFoundError, JobStateError
+    from app.services.operations import forget_failed, purge_dead_letter
+
+    runtime = _runtime()
+    failed = 0
+    with click.progressbar(job_ids, label="purging") as bar:
+        for job_id in bar:
+            try:
+                with runtime.sessions.begin() as session:
+                    queue = purge_dead_letter(session, job_id, actor=actor)
+                forget_failed(runtime.redis, job_id, queue)
+            except (JobNotFoundError, JobStateError) as exc:
+                click.echo(f"\n{exc}", err=True)
+                failed += 1
+    sys.exit(1 if failed else 0)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def queues(ctx: click.Context) -> None:
+    """Queue backlogs and workers; `pause`/`resume` a queue."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from app.services.operations import queue_states, worker_states
+
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        states = queue_states(session, runtime.redis)
+    click.echo("queue\twaiting\trunning\tscheduled\tfailed\tdead\toldest_s\tpaused")
+    for q in states:
+        oldest = f"{q.oldest_waiting_seconds:.0f}" if q.oldest_waiting_seconds is not None else "-"
+        click.echo(f"{q.name}\t{q.waiting}\t{q.running}\t{q.scheduled}\t{q.failed}\t{q.dead}\t{oldest}\t"
+                   f"{'yes' if q.paused else 'no'}")
+    for w in worker_states(runtime.redis):
+        click.echo(f"worker {w.name} pid {w.pid} on {w.hostname}: {w.state} {','.join(w.queues)} "
+                   f"{w.current_job or ''}")
+
+
+@queues.command("pause")
+@click.argument("name")
+def queues_pause(name: str) -> None:
+    """Workers stop taking this queue's jobs (the API still accepts them)."""
+    from app.services.operations import set_paused
+
+    set_paused(_runtime().redis, name, True)
+    click.echo(f"{name} paused")
+
+
+@queues.command("resume")
+@click.argument("name")
+def queues_resume(name: str) -> None:
+    """Workers take this queue's jobs again."""
+    from app.services.operations import set_paused
+
+    set_paused(_runtime().redis, name, False)
+    click.echo(f"{name} resumed")
+
+
+@main.group()
+def clients() -> None:
+    """API clients and their keys."""
+
+
+@clients.command("create")
+@click.option("--org", required=True, help="Organisation name (created if new).")
+@click.option("--name", default="api", show_default=True)
+@click.option("--scopes", required=True, help="Comma-separated, e.g. jobs:read,jobs:write or admin.")
+def clients_create(org: str, name: str, scopes: str) -> None:
+    """Create a client; its key is printed once and never stored."""
+    from app.services.clients import UnknownScopeError, create_client
+    from app.services.organisations import ensure_organisation
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions.begin() as session:
+            organisation = ensure_organisation(session, org)
+            client, key = create_client(session, organisation_id=organisation.id, name=name,
+                                        scopes=[s.strip() for s in scopes.split(",") if s.strip()])
+    except UnknownScopeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"client {client.id} for {org} ({','.join(client.scopes)})", err=True)
+    click.echo(key)
+
+
+@clients.command("revoke")
+@click.argument("client_id", type=int)
+def clients_revoke(client_id: int) -> None:
+    """Revoke a client's key at once."""
+    from app.services.clients import revoke_client
+
+    with _runtime().sessions.begin() as session:
+        if not revoke_client(session, client_id):
+            raise click.ClickException(f"no active client {client_id}")
+    click.echo(f"client {client_id} revoked")
+
+
+@clients.command("list")
+def clients_list() -> None:
+    """Every client: id, organisation, name, scopes, revoked."""
+    from app.services.clients import list_clients
+
+    with _runtime().sessions() as session:
+        for c in list_clients(session):
+            click.echo(f"{c.id}\t{c.organisation_id}\t{c.name}\t{','.join(c.scopes)}\t"
+                       f"{'revoked' if c.revoked else 'active'}")
 
 
 @main.group()

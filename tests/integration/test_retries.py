@@ -109,7 +109,9 @@ def test_cli_lists_and_requeues_dead_letters(clean: Runtime, procs: Processes, o
     procs.worker("critical")
     wait_for(status_is(clean, job_id, "dead"), what="job to be dead-lettered")
     listing = procs.run("dlq", "list")
-    assert f"{job_id}\tcritical\ttests.flaky\t1/3\tPermanentError" in listing
+    assert f"1\tcritical\ttests.flaky\tPermanentError\t{job_id}..{job_id}" in listing
+    shown = procs.run("dlq", "show", str(job_id))
+    assert "1/3 attempts" in shown and "simulated failure" in shown
     procs.run("dlq", "requeue", str(job_id))
     wait_for(status_is(clean, job_id, "succeeded"), what="requeued job to succeed")
     assert "not dead" in procs.run("dlq", "requeue", str(job_id), expect_code=1)

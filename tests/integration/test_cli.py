@@ -1,0 +1,44 @@
+"""The operator CLI: clients, queues, dead-letter purge."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from app.runtime import Runtime
+from app.services.clients import authenticate
+from app.services.jobs import submit
+from app.services.operations import paused_queues
+from tests.conftest import Processes, ledger, outcomes, wait_for
+from tests.support.kinds import flaky
+
+
+def test_clients_create_prints_a_working_key_once_and_revoke_stops_it(clean: Runtime, procs: Processes) -> None:
+    output = procs.run("clients", "create", "--org", "clinic", "--scopes", "jobs:read,admin")
+    key = next(word for word in output.split() if word.startswith("trg_"))
+    with clean.sessions() as session:
+        caller = authenticate(session, key)
+    assert caller is not None and caller.scopes == {"jobs:read", "admin"}
+    assert key not in procs.run("clients", "list")
+    procs.run("clients", "revoke", str(caller.client_id))
+    with clean.sessions() as session:
+        assert authenticate(session, key) is None
+    assert "unknown scope" in procs.run("clients", "create", "--org", "clinic", "--scopes", "root", expect_code=1)
+
+
+def test_queues_pause_resume_and_overview(clean: Runtime, procs: Processes) -> None:
+    procs.run("queues", "pause", "reports")
+    assert paused_queues(clean.redis) == {"reports"}
+    assert "reports\t0\t0\t0\t0\t0\t-\tyes" in procs.run("queues")
+    procs.run("queues", "resume", "reports")
+    assert paused_queues(clean.redis) == set()
+
+
+def test_dlq_purge_records_the_actor(clean: Runtime, procs: Processes, org_id: int) -> None:
+    with clean.sessions.begin() as session:
+        job_id = submit(session, flaky, "p1", 1, True, organisation_id=org_id).id
+    procs.worker("critical")
+    wait_for(lambda: ledger(clean, job_id).status == "dead", what="dead letter")
+    procs.run("dlq", "purge", str(job_id), "--actor", "cli:nurse-ops")
+    assert ledger(clean, job_id).status == "cancelled" and outcomes(clean, job_id) == ["dead", "purged"]
+    with clean.engine.connect() as conn:
+        assert conn.execute(text("SELECT worker FROM job_attempts WHERE outcome = 'purged'")).scalar() == "cli:nurse-ops"
