@@ -16,6 +16,8 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/triage_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 PORT ?= 8000
+# A fresh session-signing key per `make up` unless one is given (dev only: logins reset on restart).
+TRIAGE_SECRET_KEY ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
 PYTEST_ARGS ?=
 
 # $(call services,DB_VAR,REDIS_VAR,DATABASE): services.sh waits for the URLs the user gave
@@ -24,7 +26,7 @@ PYTEST_ARGS ?=
 given = $(if $(filter-out file,$(origin $(1))),$(2)='$($(1))')
 services = env -u DATABASE_URL -u REDIS_URL $(call given,$(1),DATABASE_URL) $(call given,$(2),REDIS_URL) \
 	scripts/services.sh --database $(3)
-DEV_ENV = DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)'
+DEV_ENV = DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' TRIAGE_SECRET_KEY='$(TRIAGE_SECRET_KEY)'
 
 .PHONY: venv install up test bench lint
 
@@ -39,11 +41,13 @@ $(STAMP): setup.cfg pyproject.toml
 up: install
 	$(call services,DATABASE_URL,REDIS_URL,triage_dev)
 	$(DEV_ENV) $(BIN)/triage db upgrade
-	@echo "Triage API: http://127.0.0.1:$(PORT)  (health: /health/ready; dashboard: /admin/rq once the admin surface lands)"
+	@echo "Triage API: http://127.0.0.1:$(PORT)  docs: /v1/docs  health: /health/ready  dashboard: /admin/rq"
+	@echo "An operator key: $(DEV_ENV) $(BIN)/triage clients create --org operators --scopes admin"
 	export $(DEV_ENV) PATH="$(CURDIR)/$(BIN):$$PATH"; exec honcho start -f Procfile -p $(PORT)
 
 test: install
 	$(call services,TEST_DATABASE_URL,TEST_REDIS_URL,triage_test)
+	scripts/browser.sh
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install

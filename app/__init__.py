@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     runtime = runtime or Runtime.build(settings or Settings.from_env())
     app.extensions["triage"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    app.config["SECRET_KEY"] = runtime.settings.require_secret_key()
     register_request_ids(app)
     register_errors(app)
     register_auth(app)
@@ -87,8 +88,10 @@ def register_rate_limits(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """The API's routes."""
+    """The API's routes, and rq-dashboard under admin authentication (after the rate limiter)."""
     from app.api import admin, health, jobs, openapi
+    from app.api.dashboard import register_dashboard
 
     for module in (health, jobs, admin, openapi):
         app.register_blueprint(module.blueprint)
+    register_dashboard(app)

@@ -267,7 +267,7 @@ def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations (the `release` process)."""
     from app.migrate import upgrade
 
-    upgrade(Settings.from_env().database_url, revision)
+    upgrade(Settings.database_url_from_env(), revision)
 
 
 if __name__ == "__main__":

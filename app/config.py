@@ -71,10 +71,23 @@ class Settings:
     # Failed (dead) jobs stay visible in RQ's failed registry this long; the ledger keeps them forever.
     failure_ttl: int = 30 * 24 * 3600
     log_level: str = "INFO"
+
+    def require_secret_key(self) -> str:
+        """The session-signing key; the API fails at boot without a strong one."""
+        if not self.secret_key or len(self.secret_key) < 32:
+            raise SettingsError("TRIAGE_SECRET_KEY is required (32+ random characters)")
+        return self.secret_key
     # API: requests per API key, per IP without one (flask-limiter notation), and body size.
     rate_limit: str = "1200 per minute"
     anonymous_rate_limit: str = "120 per minute"
     max_body_bytes: int = 1024 * 1024
+    # Signs the operators' dashboard session cookie; the web process refuses to start without it.
+    secret_key: str | None = None
+
+    @staticmethod
+    def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
+        """Only the database URL (migrations need nothing else)."""
+        return _sqlalchemy_url(_required(os.environ if env is None else env, "DATABASE_URL"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,4 +110,5 @@ class Settings:
             rate_limit=env.get("TRIAGE_RATE_LIMIT") or "1200 per minute",
             anonymous_rate_limit=env.get("TRIAGE_ANONYMOUS_RATE_LIMIT") or "120 per minute",
             max_body_bytes=_int(env, "TRIAGE_MAX_BODY_BYTES", 1024 * 1024),
+            secret_key=env.get("TRIAGE_SECRET_KEY") or None,
         )

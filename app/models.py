@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -29,8 +29,8 @@ from app.db import Base
 class JobStatus(str, enum.Enum):
     """Where a ledger job is in its life; the last three are final."""
 
-    PENDING = "pending"  # committed, not yet confirmed in Redis
-    QUEUED = "queued"  # waiting in its RQ queue
+    PENDING = "pending"  # committed, but Redis could not take it yet (the reconciler will)
+    QUEUED = "queued"  # committed and handed to its RQ queue
     RUNNING = "running"  # claimed by a worker
     RETRYING = "retrying"  # failed transiently, waiting in RQ's scheduled registry
     SUCCEEDED = "succeeded"
@@ -80,6 +80,7 @@ class Job(Base):
     """The job ledger: the durable truth about every piece of accepted work."""
 
     __tablename__ = "jobs"
+    __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}  # INSERT … RETURNING server timestamps
     __table_args__ = (
         UniqueConstraint("organisation_id", "idempotency_key", name="uq_jobs_org_idempotency_key"),
         Index(

@@ -70,10 +70,11 @@ def push(redis: Redis, jobs: Iterable[Outgoing], *, failure_ttl: int, at_front: 
             pipeline.execute()
 
 
-def _mark_queued(engine: Engine, ids: list[int]) -> None:
+def _mark_pending(engine: Engine, ids: list[int]) -> None:
+    """Record that committed jobs have not reached Redis yet (the reconciler will push them)."""
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE jobs SET status = 'queued', updated_at = now() WHERE id = ANY(:ids) AND status = 'pending'"),
+            text("UPDATE jobs SET status = 'pending', updated_at = now() WHERE id = ANY(:ids) AND status = 'queued'"),
             {"ids": ids},
         )
 
@@ -88,11 +89,14 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
             return
         try:
             push(redis, staged, failure_ttl=failure_ttl)
-            _mark_queued(engine, [job.job_id for job in staged])
-        except (RedisError, SQLAlchemyError):
+        except RedisError:
             # The work is committed: the reconciler will enqueue it once Redis is back.
-            log.warning("Jobs %s: committed but not marked enqueued; left to the reconciler",
-                        [job.job_id for job in staged])
+            ids = [job.job_id for job in staged]
+            log.warning("Jobs %s: committed but Redis is unavailable; left to the reconciler", ids)
+            try:
+                _mark_pending(engine, ids)
+            except SQLAlchemyError:
+                log.warning("Jobs %s: could not be marked pending either", ids)
 
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:

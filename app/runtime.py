@@ -23,6 +23,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker  # type: ignore[type-arg]
     redis: Redis
+    reads: sessionmaker  # type: ignore[type-arg]  # autocommit: one round trip per read, no BEGIN
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 5) -> Runtime:
@@ -32,7 +33,8 @@ class Runtime:
         redis = connect(settings.redis_url)
         sessions = make_sessionmaker(engine)
         install_outbox(sessions, redis, engine, failure_ttl=settings.failure_ttl)
-        return cls(settings=settings, engine=engine, sessions=sessions, redis=redis)
+        reads = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        return cls(settings=settings, engine=engine, sessions=sessions, redis=redis, reads=reads)
 
     def use(self) -> Runtime:
         """Make this the process's runtime, which job functions reach through `current()`."""

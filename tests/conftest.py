@@ -35,6 +35,7 @@ WORKER_ENV = {
     "TRIAGE_RECONCILE_GRACE": "2",
     "TRIAGE_HARD_KILL_GRACE": "2",
     "TRIAGE_LOG_LEVEL": "INFO",
+    "TRIAGE_SECRET_KEY": "test-only-secret-key-0123456789abcdef",
 }
 
 

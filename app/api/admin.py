@@ -218,7 +218,7 @@ def requeue(job_id: int) -> tuple[Response, int]:
         raise Problem(404, "Not Found", f"No job {job_id}.") from None
     except job_service.JobStateError as exc:
         raise Problem(409, "Conflict", str(exc), "job-not-dead") from None
-    return jsonify({"id": job_id, "status": "pending", "links": {"job": f"/v1/admin/dead-letters/{job_id}"}}), 202
+    return jsonify({"id": job_id, "status": "queued", "links": {"job": f"/v1/admin/dead-letters/{job_id}"}}), 202
 
 
 @blueprint.post("/dead-letters/requeue")

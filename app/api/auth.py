@@ -28,7 +28,7 @@ def _load_caller() -> None:
     key = bearer_key()
     if key:
         runtime: Runtime = current_app.extensions["triage"]
-        with runtime.sessions() as session:
+        with runtime.reads() as session:
             g.caller = authenticate(session, key)
 
 

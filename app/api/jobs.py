@@ -169,9 +169,8 @@ def submit_probe() -> tuple[Response, int, dict[str, str]]:
     job = job_service.submit(
         db(), ping, organisation_id=caller.organisation_id, request_id=g.get("request_id"), queue=probe.queue
     )
-    view = job_service.view(db(), job.id, organisation_id=None)
     location = url_for("jobs.get_job", job_id=job.id)
-    return jsonify(JobOut.of(view).model_dump(mode="json")), 202, {"Location": location}
+    return jsonify(JobOut.of(job_service.view_of(job)).model_dump(mode="json")), 202, {"Location": location}
 
 
 def _found(load: Callable[[], job_service.JobView]) -> job_service.JobView:

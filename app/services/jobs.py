@@ -68,7 +68,8 @@ def submit(
         kind=spec.kind,
         queue=queue_name,
         arguments=json.loads(json.dumps(list(args))),
-        status=JobStatus.PENDING.value,
+        # Queued at commit: the outbox pushes it to Redis right after, or marks it pending if it cannot.
+        status=JobStatus.QUEUED.value,
         attempts=0,
         max_attempts=spec.max_attempts,
         idempotency_key=idempotency_key,
@@ -112,6 +113,11 @@ def _get(session: Session, job_id: int, organisation_id: int | None, *, lock: bo
     return job
 
 
+def view_of(job: Job) -> JobView:
+    """The caller's view of a job already loaded (e.g. just submitted)."""
+    return _as_view(job)
+
+
 def view(session: Session, job_id: int, *, organisation_id: int | None) -> JobView:
     """The ledger view of one job (organisation_id=None: any organisation, for operators)."""
     return _as_view(_get(session, job_id, organisation_id))
@@ -125,7 +131,7 @@ def requeue_dead(session: Session, job_id: int, *, organisation_id: int | None =
     session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .values(status=JobStatus.PENDING.value, attempts=0, next_attempt_at=None, finished_at=None,
+        .values(status=JobStatus.QUEUED.value, attempts=0, next_attempt_at=None, finished_at=None,
                 updated_at=func.now())
     )
     stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments, from_dead=True))

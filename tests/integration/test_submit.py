@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from dataclasses import replace
 
 import pytest
 from rq import Queue
@@ -14,7 +16,10 @@ from app.queues import UnknownQueueError
 from app.runtime import Runtime
 from app.services.jobs import InvalidJobArgumentsError, JobNotFoundError, submit, view
 from jobs.spec import UnknownJobKindError
+from tests.conftest import wait_for
 from tests.support.kinds import effect
+from tests.support.servers import answers, free_port, start_redis, stop
+from workers.reconciler import reconciler_for
 
 
 def job_count(runtime: Runtime) -> int:
@@ -94,3 +99,28 @@ def test_submit_by_kind_name_uses_the_declared_function(clean: Runtime, org_id: 
         job = submit(session, "tests.effect", "x", organisation_id=org_id)
     rq_job = Queue("critical", connection=clean.redis, serializer=JSONSerializer).fetch_job(str(job.id))
     assert rq_job is not None and rq_job.func_name == "tests.support.kinds.effect"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_work_accepted_while_redis_is_down_is_kept_and_enqueued_later(clean: Runtime, org_id: int) -> None:
+    port = free_port()
+    server = start_redis(port)
+    runtime = Runtime.build(replace(clean.settings, redis_url=f"redis://127.0.0.1:{port}/0"))
+    try:
+        wait_for(lambda: answers(port), timeout=10, what="throwaway redis")
+        stop(server)
+        with runtime.sessions.begin() as session:
+            job_id = submit(session, effect, "outage", organisation_id=org_id).id
+        with clean.sessions() as session:
+            assert view(session, job_id, organisation_id=org_id).status == "pending"
+        server = start_redis(port)
+        wait_for(lambda: answers(port), timeout=10, what="redis back")
+        reconciler = reconciler_for(runtime)
+        reconciler.grace = 0
+        assert reconciler.restore_losses() == 1
+        assert Queue("critical", connection=runtime.redis).get_job_ids() == [str(job_id)]
+        with clean.sessions() as session:
+            assert view(session, job_id, organisation_id=org_id).status == "queued"
+    finally:
+        stop(server)
+        runtime.close()

@@ -40,7 +40,7 @@ def test_probe_is_accepted_durably_and_readable(client: FlaskClient, alice: Key,
     assert response.status_code == 202
     job = response.get_json()
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
-    assert (job["kind"], job["queue"], job["status"]) == ("maintenance.ping", "critical", "pending")
+    assert (job["kind"], job["queue"], job["status"]) == ("maintenance.ping", "critical", "queued")
     assert Queue("critical", connection=clean.redis).get_job_ids() == [str(job["id"])]
     shown = client.get(f"/v1/jobs/{job['id']}", headers=alice.headers).get_json()
     assert shown["status"] == "queued" and shown["attempts"] == 0 and shown["links"]["self"] == f"/v1/jobs/{job['id']}"
