@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -80,7 +80,7 @@ class Job(Base):
     """The job ledger: the durable truth about every piece of accepted work."""
 
     __tablename__ = "jobs"
-    __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}  # INSERT … RETURNING server timestamps
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - INSERT … RETURNING server timestamps
     __table_args__ = (
         UniqueConstraint("organisation_id", "idempotency_key", name="uq_jobs_org_idempotency_key"),
         Index(

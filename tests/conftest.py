@@ -114,6 +114,19 @@ def org_id(clean: Runtime) -> int:
         return ensure_organisation(session, "test-org").id
 
 
+def orphans() -> list[psutil.Process]:
+    """Processes of this test run (by their REDIS_URL) whose parent died and init adopted them."""
+    found = []
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        try:
+            if proc.info["ppid"] == 1 and "app.cli" in (proc.info["cmdline"] or []) \
+                    and proc.environ().get("REDIS_URL") == TEST_REDIS_URL:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def effects(runtime: Runtime, token: str | None = None, event: str = "run") -> list[Any]:
     """Rows of test_effects (optionally for one token), in the order they happened."""
     query = "SELECT token, event, pid FROM test_effects WHERE event = :e"

@@ -7,7 +7,6 @@ it receives: the first drains, the second interrupts the jobs in hand.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import subprocess
@@ -16,17 +15,12 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from workers.orphans import signal_when_orphaned
+
 log = logging.getLogger(__name__)
 
 #: Exit codes after which a child is replaced at once (recycle) rather than after a back-off.
 _RECYCLE = 75
-_PR_SET_PDEATHSIG = 1
-
-
-def _drain_when_orphaned() -> None:
-    """In the child: get SIGTERM (a drain) if the supervisor dies, even by SIGKILL (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
@@ -42,7 +36,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self._children[slot] = subprocess.Popen(
-            self._command, start_new_session=True, preexec_fn=_drain_when_orphaned  # noqa: PLW1509 - no threads here
+            self._command, start_new_session=True, preexec_fn=signal_when_orphaned  # noqa: PLW1509 - no threads here
         )
         log.info("Supervisor: worker %s started as pid %s", slot, self._children[slot].pid)
 

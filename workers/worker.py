@@ -37,6 +37,7 @@ from jobs.spec import spec_for
 from workers.deadline import CLOCK, DeadlinePenalty
 from workers.lease import Lease
 from workers.ledger import SUCCEEDED, Claim, Ledger
+from workers.orphans import signal_when_orphaned
 from workers.policy import decide
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class TriageWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """Hold the lease for as long as the work loop runs."""
+        # RQ forks its scheduler from here; it must stop if this process is killed or recycled.
+        os.register_at_fork(after_in_child=signal_when_orphaned)
         self.lease.renew()
         self.lease.start()
         try:

@@ -9,7 +9,7 @@ from rq.registry import FailedJobRegistry
 
 from app.runtime import Runtime
 from app.services.jobs import submit
-from tests.conftest import Processes, effects, ledger, outcomes, wait_for
+from tests.conftest import Processes, effects, ledger, orphans, outcomes, wait_for
 from tests.support.kinds import effect, slow, stubborn
 
 
@@ -76,6 +76,7 @@ def test_sigkilled_worker_job_is_completed_by_another_within_30s(
     assert row.attempts == 2  # the crashed attempt counts; nothing more
     assert outcomes(clean, job_id) == ["crashed", "succeeded"]
     assert len(effects(clean, "d4", "end")) == 1
+    wait_for(lambda: not orphans(), what="the killed worker's RQ scheduler to exit with it")
 
 
 def test_job_ignoring_its_timeout_is_killed_and_dead_lettered(clean: Runtime, procs: Processes, org_id: int) -> None:
@@ -87,6 +88,7 @@ def test_job_ignoring_its_timeout_is_killed_and_dead_lettered(clean: Runtime, pr
     assert (row.attempts, row.last_error_type) == (1, "WorkerLost")
     assert len(effects(clean, "d5", "start")) == 1
     assert FailedJobRegistry("reports", connection=clean.redis).get_job_ids() == [str(job_id)]
+    wait_for(lambda: not orphans(), what="the killed worker's RQ scheduler to exit with it")
 
 
 def test_supervisor_recycles_workers_and_drains_on_sigterm(clean: Runtime, procs: Processes, org_id: int) -> None:
