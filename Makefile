@@ -17,7 +17,9 @@ BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/triage_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 PORT ?= 8000
 # A fresh session-signing key per `make up` unless one is given (dev only: logins reset on restart).
-TRIAGE_SECRET_KEY ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
+ifndef TRIAGE_SECRET_KEY
+TRIAGE_SECRET_KEY := $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
+endif
 PYTEST_ARGS ?=
 
 # $(call services,DB_VAR,REDIS_VAR,DATABASE): services.sh waits for the URLs the user gave
@@ -42,8 +44,10 @@ up: install
 	$(call services,DATABASE_URL,REDIS_URL,triage_dev)
 	$(DEV_ENV) $(BIN)/triage db upgrade
 	@echo "Triage API: http://127.0.0.1:$(PORT)  docs: /v1/docs  health: /health/ready  dashboard: /admin/rq"
-	@echo "An operator key: $(DEV_ENV) $(BIN)/triage clients create --org operators --scopes admin"
-	export $(DEV_ENV) PATH="$(CURDIR)/$(BIN):$$PATH"; exec honcho start -f Procfile -p $(PORT)
+	@echo "An operator key: DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' $(BIN)/triage clients create --org operators --scopes admin"
+	rm -rf var/metrics && mkdir -p var/metrics   # prometheus multiprocess files: emptied only at a full start
+	export $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR="$(CURDIR)/var/metrics" PATH="$(CURDIR)/$(BIN):$$PATH"; \
+		exec honcho start -f Procfile -p $(PORT)
 
 test: install
 	$(call services,TEST_DATABASE_URL,TEST_REDIS_URL,triage_test)

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     register_auth(app)
     register_rate_limits(app, runtime.settings)
     register_blueprints(app)
+    register_metrics(app)
     return app
 
 
@@ -85,6 +86,13 @@ def register_rate_limits(app: Flask, settings: Settings) -> None:
         wait = max(1, math.ceil(limit.reset_at - time.time())) if limit else 1
         return Problem(429, "Too Many Requests", f"Rate limit exceeded ({exc.description}).",
                        headers={"Retry-After": str(wait)}).to_response()
+
+
+def register_metrics(app: Flask) -> None:
+    """Prometheus metrics at /metrics (scope metrics:read)."""
+    from app import metrics
+
+    metrics.register_metrics(app)
 
 
 def register_blueprints(app: Flask) -> None:

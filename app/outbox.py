@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.spec import spec_for
+from workers.metrics import record_submitted
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
         staged: list[Outgoing] = session.info.pop(_OUTBOX, [])
         if not staged:
             return
+        for job in staged:
+            if not job.from_dead:  # a requeued dead letter is not a new submission
+                record_submitted(job.queue, job.kind)
         try:
             push(redis, staged, failure_ttl=failure_ttl)
         except RedisError:

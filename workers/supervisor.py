@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from workers.metrics import mark_process_dead
 from workers.orphans import signal_when_orphaned
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Supervisor:
                 if code is None:
                     continue
                 del self._children[slot]
+                mark_process_dead(child.pid)
                 if self._stopping or (self._burst and code == 0):
                     continue
                 self._restart(slot, code)

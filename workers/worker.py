@@ -34,6 +34,7 @@ from app.outbox import RESULT_TTL
 from app.runtime import Runtime
 from app.services.operations import paused_queues
 from jobs.spec import spec_for
+from workers import metrics
 from workers.deadline import CLOCK, DeadlinePenalty
 from workers.lease import Lease
 from workers.ledger import SUCCEEDED, Claim, Ledger
@@ -84,6 +85,7 @@ class TriageWorker(SimpleWorker):
         self.max_jobs = max_jobs
         self.jobs_done = 0
         self._claim: Claim | None = None
+        self._started = 0.0
         self._failure: BaseException | None = None
         self._rng = random.Random()
 
@@ -131,6 +133,7 @@ class TriageWorker(SimpleWorker):
             self._skip(job, queue)
             return
         self._claim = claim
+        self._started = metrics.record_started(queue.name, claim.kind)
         self.lease.job_started(job.id, float(job.timeout or spec_for(claim.kind).timeout))
         try:
             super().execute_job(job, queue)
@@ -202,6 +205,7 @@ class TriageWorker(SimpleWorker):
         """Ledger first: once it says succeeded, the job never runs again."""
         if self._claim is not None:
             self.ledger.finish(self._claim.job_id, self.name, SUCCEEDED)
+            metrics.record_finished(queue.name, self._claim.kind, SUCCEEDED.outcome, metrics.elapsed(self._started))
         super().handle_job_success(job, queue, started_job_registry, execution)
 
     def handle_exception(
@@ -230,6 +234,7 @@ class TriageWorker(SimpleWorker):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
         outcome, delay = decide(exc, claim, spec_for(claim.kind), self._rng)
+        metrics.record_finished(queue.name, claim.kind, outcome.outcome, metrics.elapsed(self._started))
         if not self.ledger.finish(claim.job_id, self.name, outcome):
             log.warning("Job %s: recovered by the reconciler meanwhile; leaving it to the new attempt", job.id)
             with self.connection.pipeline() as pipeline:

@@ -21,6 +21,7 @@ SCOPES: frozenset[str] = frozenset(
         "hl7:write",
         "reports:write",
         "webhooks:manage",
+        "metrics:read",
         "admin",
     }
 )
