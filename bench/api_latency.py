@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def main() -> None:
 
     with rt.sessions.begin() as session:
         _, token = create_client(session, organisation_id=org_id, name="bench", scopes=["jobs:write"])
-    env = target.env(TRIAGE_RATE_LIMIT="1000000 per minute")
+    env = target.env(TRIAGE_RATE_LIMIT="1000000 per minute", TRIAGE_SECRET_KEY=secrets.token_urlsafe(48))
     server = _start_gunicorn(env, args.port)
     try:
         wait_until(lambda: _ready(args.port), timeout=30)
