@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import getpass
-import logging
 import sys
 import time
 
 import click
 
 from app.config import Settings
+from app.logs import configure_logging
 from app.runtime import Runtime
 
 
 def _runtime(pool_size: int = 5) -> Runtime:
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(process)d %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     return Runtime.build(settings, pool_size=pool_size)
 
 

@@ -215,3 +215,20 @@ def test_openapi_describes_every_endpoint_and_docs_render(client: FlaskClient) -
     assert "Idempotency-Key" in spec["info"]["description"]
     page = client.get("/v1/docs")
     assert page.status_code == 200 and b"/v1/jobs/{job_id}/cancel" in page.data
+
+
+def test_log_lines_are_json_with_the_request_id(app: Flask, alice: Key, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json as jsonlib
+    import logging
+
+    from app.logs import configure_logging
+
+    configure_logging("INFO")
+    try:
+        with app.test_request_context(headers={"X-Request-ID": "req-log-1"}):
+            app.preprocess_request()
+            logging.getLogger("app.test").info("Job %s: accepted", 42)
+    finally:
+        logging.getLogger().handlers.clear()
+    line = jsonlib.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (line["message"], line["request_id"], line["levelname"]) == ("Job 42: accepted", "req-log-1", "INFO")
