@@ -90,6 +90,8 @@ class Job(Base):
             postgresql_where=text("status NOT IN ('succeeded', 'dead', 'cancelled')"),
         ),
         Index("ix_jobs_org_created", "organisation_id", "created_at"),
+        # Dead letters are grouped and counted per queue by operators and by every metrics scrape.
+        Index("ix_jobs_dead", "queue", "kind", "last_error_type", postgresql_where=text("status = 'dead'")),
         CheckConstraint(_status_check(), name="ck_jobs_status"),
     )
 

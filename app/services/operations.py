@@ -74,11 +74,8 @@ def _oldest_age(queue: Queue) -> float | None:
 
 def queue_states(session: Session, redis: Redis) -> list[QueueState]:
     """Every catalogue queue, in priority order."""
-    dead = dict(
-        session.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.DEAD.value).group_by(Job.queue))
-        .tuples()
-        .all()
-    )
+    rows = session.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.DEAD.value).group_by(Job.queue))
+    dead = {queue: count for queue, count in rows}
     paused = paused_queues(redis)
     states = []
     for name in QUEUE_NAMES:
