@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Flask, Response, json
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_TYPE_BASE = "https://triage.dev/problems/"
@@ -75,6 +77,14 @@ def register_problems(app: Flask) -> None:
             if name.lower() not in ("content-type", "content-length"):
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(RedisConnectionError)
+    def _unavailable(exc: Exception) -> Response:
+        # A dependency is down: nothing was accepted (the transaction did not commit); retry later.
+        app.logger.warning("Dependency unavailable: %s", type(exc).__name__)
+        return Problem(503, "Service Unavailable", "A backing service is unavailable; retry later.",
+                       headers={"Retry-After": "5"}).to_response()
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
