@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class SettingsError(RuntimeError):
@@ -50,8 +50,8 @@ def _required(env: Mapping[str, str], name: str) -> str:
 class Settings:
     """Everything a Triage process needs to know, read once at boot."""
 
-    database_url: str
-    redis_url: str
+    database_url: str = field(repr=False)  # may carry a password
+    redis_url: str = field(repr=False)
     # Extra modules that declare job kinds (plug-ins, test kinds), imported by every process.
     job_modules: tuple[str, ...] = ()
     # Seconds a draining worker lets the job in hand run before putting it back on its queue.
@@ -72,17 +72,18 @@ class Settings:
     failure_ttl: int = 30 * 24 * 3600
     log_level: str = "INFO"
 
-    def require_secret_key(self) -> str:
-        """The session-signing key; the API fails at boot without a strong one."""
-        if not self.secret_key or len(self.secret_key) < 32:
-            raise SettingsError("TRIAGE_SECRET_KEY is required (32+ random characters)")
-        return self.secret_key
     # API: requests per API key, per IP without one (flask-limiter notation), and body size.
     rate_limit: str = "1200 per minute"
     anonymous_rate_limit: str = "120 per minute"
     max_body_bytes: int = 1024 * 1024
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+
+    def require_secret_key(self) -> str:
+        """The session-signing key; the API fails at boot without a strong one."""
+        if not self.secret_key or len(self.secret_key) < 32:
+            raise SettingsError("TRIAGE_SECRET_KEY is required (32+ random characters)")
+        return self.secret_key
 
     @staticmethod
     def database_url_from_env(env: Mapping[str, str] | None = None) -> str:

@@ -18,6 +18,7 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,  # bound values may hold PHI: keep them out of errors and logs
     )
 
 

@@ -38,12 +38,6 @@ class JobStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-#: Statuses a worker may claim a job from (dead: a requeue from rq-dashboard).
-CLAIMABLE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.DEAD)
-#: Statuses of work that should be in Redis waiting to run.
-WAITING = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING)
-FINAL = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
-
 
 def _status_check() -> str:
     values = ", ".join(f"'{s.value}'" for s in JobStatus)

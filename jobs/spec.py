@@ -76,6 +76,11 @@ def spec_for(func_or_kind: Callable[..., Any] | str) -> JobSpec:
         raise UnknownJobKindError(f"{name!r} is not a declared job kind") from None
 
 
+def is_declared(kind: str) -> bool:
+    """Whether some loaded job module declares this kind."""
+    return kind in _BY_KIND
+
+
 def load_job_modules(extra: Iterable[str] = ()) -> None:
     """Import the built-in job modules and any configured extras, registering their kinds."""
     for module in (*BUILTIN_MODULES, *extra):

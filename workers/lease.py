@@ -35,6 +35,9 @@ class Lease(threading.Thread):
         self._halt = threading.Event()
         self._hard_deadline: float | None = None
         self._job_id: str | None = None
+        self._renewed_at = time.monotonic()
+        # Past this long without a renewal, the reconciler may soon give our job to another worker.
+        self._give_up_after = lease_seconds / 2
 
     def job_started(self, job_id: str, timeout: float) -> None:
         """Arm the watchdog for a job: past timeout + grace, the process is killed."""
@@ -49,17 +52,24 @@ class Lease(threading.Thread):
     def renew(self) -> None:
         """Set the lease now (also called once before the thread starts)."""
         self._redis.set(self._key, os.getpid(), px=self._ttl_ms)
+        self._renewed_at = time.monotonic()
+
+    def _die(self, why: str) -> None:
+        log.critical("Job %s: %s; killing worker process %s", self._job_id, why, os.getpid())
+        os._exit(WATCHDOG_EXIT)
 
     def run(self) -> None:
         while not self._halt.wait(self._period):
             deadline = self._hard_deadline
             if deadline is not None and time.monotonic() > deadline:
-                log.critical("Job %s: ignored its timeout; killing worker process %s", self._job_id, os.getpid())
-                os._exit(WATCHDOG_EXIT)
+                self._die("ignored its timeout")
             try:
                 self.renew()
             except RedisError as exc:
                 log.warning("Worker lease %s: renewal failed (%s)", self._key, type(exc).__name__)
+                if self._job_id is not None and time.monotonic() - self._renewed_at > self._give_up_after:
+                    # Another worker may get this job: stop now rather than run it twice at once.
+                    self._die("lease could not be renewed")
 
     def release(self) -> None:
         """Stop renewing and drop the lease (clean exit)."""

@@ -13,16 +13,15 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from app.models import JobStatus
 
 _CLAIM = text(
     """
-    UPDATE jobs SET status = 'running',
-        attempts = CASE WHEN status = 'dead' THEN 1 ELSE attempts + 1 END,
+    UPDATE jobs SET status = 'running', attempts = attempts + 1,
         worker = :worker, started_at = now(), updated_at = now(), next_attempt_at = NULL
-    WHERE id = :id AND status IN ('pending', 'queued', 'retrying', 'dead')
+    WHERE id = :id AND status IN ('pending', 'queued', 'retrying')
     RETURNING attempts, max_attempts, kind
     """
 )
@@ -46,9 +45,11 @@ _FINISH = text(
     """
 )
 
+# A PostgreSQL blip must not turn a finished job into a crashed one: keep trying for a while
+# (the lease thread keeps the claim alive meanwhile), then give up and let the reconciler decide.
 _db_retry = retry(
     retry=retry_if_exception_type(OperationalError),
-    stop=stop_after_attempt(3),
+    stop=stop_after_delay(30),
     wait=wait_exponential(multiplier=0.2, max=2),
     reraise=True,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy import Engine, text
 
 from app.models import JobStatus
 from app.outbox import Outgoing, push
-from jobs.spec import spec_for
+from jobs.spec import is_declared, spec_for
 from workers.lease import lease_key
 from workers.ledger import Ledger, Outcome
 
@@ -35,10 +36,17 @@ _RUNNING = text("SELECT id, worker, kind, queue, arguments, attempts, max_attemp
 _WAITING = text(
     """
     SELECT id, kind, queue, arguments, status FROM jobs
-    WHERE status IN ('pending', 'queued', 'retrying')
+    WHERE status IN ('pending', 'queued', 'retrying') AND id > :after
       AND updated_at < now() - make_interval(secs => :grace)
       AND (next_attempt_at IS NULL OR next_attempt_at < now() - make_interval(secs => :grace))
-    ORDER BY updated_at LIMIT :limit
+    ORDER BY id LIMIT :limit
+    """
+)
+_UNKNOWN_KIND = text(
+    """
+    UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
+        last_error_type = 'UnknownJobKindError', last_error_message = 'no job module declares kind ' || kind
+    WHERE id = ANY(:ids) AND status IN ('pending', 'queued', 'retrying', 'running')
     """
 )
 #: Queues longer than this are not searched for a single lost id (LPOS is linear).
@@ -56,6 +64,7 @@ class Reconciler:
     failure_ttl: int
     batch: int = 1000
     _missing_since: dict[str, float] = field(default_factory=dict)
+    _after_id: int = 0  # the loss sweep pages through the waiting jobs, a batch per pass
 
     def run_once(self) -> tuple[int, int]:
         """One pass of both sweeps; returns (orphans recovered, losses re-enqueued)."""
@@ -78,7 +87,7 @@ class Reconciler:
     def recover_orphans(self) -> int:
         """Put back the jobs of workers that died holding them."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_RUNNING).all()
+            rows = self._known(conn.execute(_RUNNING).all())
         dead = self._dead_workers({r.worker for r in rows if r.worker})
         ledger = Ledger(self.engine)
         recovered = 0
@@ -140,9 +149,11 @@ class Reconciler:
     # -- losses ------------------------------------------------------------------------------
 
     def restore_losses(self) -> int:
-        """Enqueue again the waiting jobs that Redis does not hold."""
+        """Enqueue again the waiting jobs that Redis does not hold (one batch, continuing next pass)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_WAITING, {"grace": self.grace, "limit": self.batch}).all()
+            params = {"grace": self.grace, "limit": self.batch, "after": self._after_id}
+            rows = self._known(conn.execute(_WAITING, params).all())
+        self._after_id = rows[-1].id if len(rows) == self.batch else 0
         if not rows:
             return 0
         with self.redis.pipeline(transaction=False) as pipeline:
@@ -150,6 +161,8 @@ class Reconciler:
                 pipeline.hget(f"{RQJob.redis_job_namespace_prefix}{row.id}", "status")
             statuses = pipeline.execute()
         lost = [row for row, status in zip(rows, statuses) if not self._held(row, status)]
+        for row in lost:
+            self._forget_execution(Outgoing(row.id, row.kind, row.queue, row.arguments))
         if lost:
             push(self.redis, [Outgoing(r.id, r.kind, r.queue, r.arguments) for r in lost], failure_ttl=self.failure_ttl)
             with self.engine.begin() as conn:
@@ -172,8 +185,18 @@ class Reconciler:
             if self.redis.llen(queue.key) > _LPOS_LIMIT:
                 return True
             return self.redis.lpos(queue.key, str(row.id)) is not None
-        # Started: the orphan sweep owns it. Finished/failed while the ledger waits: enqueue again.
-        return state == RQStatus.STARTED.value
+        # Started, finished or failed in Redis while the ledger still waits: a Redis step was lost
+        # after the ledger moved on. Enqueue it again; the claim makes sure it runs once.
+        return False
+
+    def _known(self, rows: Sequence[Any]) -> list[Any]:
+        """Rows whose kind some job module declares; the others are dead-lettered in the ledger."""
+        unknown = [row.id for row in rows if not is_declared(row.kind)]
+        if unknown:
+            with self.engine.begin() as conn:
+                conn.execute(_UNKNOWN_KIND, {"ids": unknown})
+            log.error("Jobs %s: kind no longer declared (TRIAGE_JOB_MODULES?); dead-lettered", unknown)
+        return [row for row in rows if row.id not in unknown]
 
 
 def reconciler_for(runtime: Any) -> Reconciler:

@@ -74,6 +74,8 @@ class Supervisor:
             pause = min(2 ** min(self._failures, 5), 30) / 2
             log.warning("Supervisor: worker %s exited with %s; restarting in %.1fs", slot, code, pause)
             time.sleep(pause)
+            if self._stopping:  # told to stop while backing off
+                return
         self._spawn(slot)
 
 

@@ -85,6 +85,7 @@ class TriageWorker(SimpleWorker):
         self.max_jobs = max_jobs
         self.jobs_done = 0
         self._claim: Claim | None = None
+        self._holding = False  # a job is out of its queue and in this process's hands
         self._started = 0.0
         self._failure: BaseException | None = None
         self._rng = random.Random()
@@ -115,7 +116,7 @@ class TriageWorker(SimpleWorker):
         CLOCK.drain(0)
 
     def _shutdown(self) -> None:
-        if self._claim is not None or self._stop_requested:
+        if self._holding or self._stop_requested:
             self._stop_requested = True  # busy, or already stopping (e.g. recycling): finish quietly
         else:
             super()._shutdown()  # type: ignore[no-untyped-call]
@@ -124,6 +125,12 @@ class TriageWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Claim the job in the ledger, run it, and recycle the process if it grew too big."""
+        try:
+            self._execute(job, queue)
+        finally:
+            self._holding = False
+
+    def _execute(self, job: Job, queue: Queue) -> None:
         if not job.id.isdigit():
             log.warning("Job %s: not a ledger job; run without a ledger record", job.id)
             super().execute_job(job, queue)
@@ -178,12 +185,14 @@ class TriageWorker(SimpleWorker):
                     return None
                 continue
             job, queue = result
+            self._holding = True
             if queue.name not in self._paused(fresh=True):
                 return result
             # Paused while we were waiting on it: back to the front, untouched.
             if len(self._ordered_queues) == 1:
                 self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
             queue.push_job_id(job.id, at_front=True)
+            self._holding = False
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ pops through its intermediate queue when listening on one queue: pauses can make it one."""

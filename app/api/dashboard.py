@@ -14,6 +14,7 @@ from flask import (
     Flask,
     Response,
     current_app,
+    jsonify,
     redirect,
     render_template_string,
     request,
@@ -32,6 +33,7 @@ from app.models import ApiClient
 from app.queues import QUEUE_NAMES
 from app.runtime import Runtime
 from app.services.clients import authenticate
+from app.services.jobs import JobNotFoundError, JobStateError, requeue_dead
 
 PREFIX = "/admin/rq"
 SESSION_SECONDS = 8 * 3600
@@ -95,7 +97,7 @@ def _cross_site() -> bool:
     )
 
 
-def _guard() -> Redirect | None:
+def _guard() -> Redirect | Response | None:
     """Runs first on every dashboard request, POST actions and static files included."""
     status = _access()
     if status == 403:
@@ -108,6 +110,8 @@ def _guard() -> Redirect | None:
         raise Problem(405, "Method Not Allowed", "Requeue with POST.")
     if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_site():
         raise Problem(403, "Forbidden", "Cross-site dashboard actions are refused.")
+    if request.endpoint in _REQUEUES:
+        return _requeue_through_ledger()
     if (request.view_args or {}).get("instance_number", 0) != 0:
         raise Problem(404, "Not Found", "There is one Redis instance.")
     try:  # rq lists a queue only once something was enqueued on it: list the whole catalogue
@@ -115,6 +119,31 @@ def _guard() -> Redirect | None:
     except RedisError:
         pass  # the dashboard shows its own connection error
     return None
+
+
+_REQUEUES = ("rq_dashboard.requeue_job_view", "rq_dashboard.requeue_all")
+
+
+def _requeue_through_ledger() -> Response:
+    """Dashboard requeues go through the ledger (fresh attempts, enqueued after commit), like the API's."""
+    args = request.view_args or {}
+    if request.endpoint == "rq_dashboard.requeue_job_view":
+        ids = [args["job_id"]]
+    else:
+        ids = Queue(args["queue_name"], connection=_runtime().redis).failed_job_registry.get_job_ids(cleanup=False)
+    count = 0
+    for job_id in ids:
+        if not str(job_id).isdigit():
+            continue
+        try:
+            with _runtime().sessions.begin() as db:
+                requeue_dead(db, int(job_id))
+            count += 1
+        except (JobNotFoundError, JobStateError):
+            continue
+    if request.endpoint == "rq_dashboard.requeue_job_view":
+        return jsonify(status="OK" if count else "ERROR")
+    return jsonify(status="OK", count=count)
 
 
 def _page(message: str = "", status: int = 200) -> tuple[str, int, dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -136,16 +136,6 @@ def requeue_dead(session: Session, job_id: int, *, organisation_id: int | None =
     )
     stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments, from_dead=True))
     return job
-
-
-def dead_job_ids(session: Session, *, queue: str | None = None, kind: str | None = None) -> Sequence[int]:
-    """Ids of dead jobs, optionally of one queue or kind, oldest first."""
-    query = select(Job.id).where(Job.status == JobStatus.DEAD.value).order_by(Job.id)
-    if queue:
-        query = query.where(Job.queue == queue)
-    if kind:
-        query = query.where(Job.kind == kind)
-    return session.scalars(query).all()
 
 
 def _as_view(job: Job) -> JobView:

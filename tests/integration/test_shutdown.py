@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 
 from rq import Queue
 from rq.registry import FailedJobRegistry
@@ -11,6 +12,8 @@ from app.runtime import Runtime
 from app.services.jobs import submit
 from tests.conftest import Processes, effects, ledger, orphans, outcomes, wait_for
 from tests.support.kinds import effect, slow, stubborn
+from tests.support.servers import answers, free_port, start_redis, stop
+from workers.lease import WATCHDOG_EXIT
 
 
 def submit_one(runtime: Runtime, org_id: int, func, *args) -> int:  # type: ignore[no-untyped-def]
@@ -99,3 +102,21 @@ def test_supervisor_recycles_workers_and_drains_on_sigterm(clean: Runtime, procs
     assert len({row.pid for row in effects(clean)}) >= 3  # a fresh process every 4 jobs
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == 0
+
+
+def test_worker_that_cannot_renew_its_lease_stops_its_job(clean: Runtime, procs: Processes, org_id: int) -> None:
+    port = free_port()
+    server = start_redis(port)
+    try:
+        wait_for(lambda: answers(port), timeout=10, what="throwaway redis")
+        runtime = Runtime.build(replace(clean.settings, redis_url=f"redis://127.0.0.1:{port}/0"))
+        job_id = submit_one(runtime, org_id, slow, "d6", 60)
+        worker = procs.worker("reports", env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        wait_for(started(clean, "d6"), what="job to start")
+        stop(server)  # its host loses Redis: the reconciler elsewhere may hand the job to another worker
+        assert worker.wait(timeout=30) == WATCHDOG_EXIT
+        assert ledger(clean, job_id).status == "running"  # left for the reconciler to recover
+        assert effects(clean, "d6", "end") == []
+        runtime.close()
+    finally:
+        stop(server)
