@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, add_target_args, reset, runtime, target_from, wait_until  # noqa: E402
+from bench.common import ROOT, add_target_args, reset, runtime, target_from, wait_until
 
 
 def _start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

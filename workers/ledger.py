@@ -11,14 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from app.models import JobStatus
 
+# The claim's commit does not wait for the WAL flush: the finish's (synchronous) commit flushes it.
+# A claim lost in a PostgreSQL crash leaves the job waiting in the ledger while Redis says
+# started/finished, and the reconciler's loss sweep enqueues it again (at least once, as ever).
+# SET LOCAL in the same query string: one round trip, transaction-scoped (fine behind a
+# transaction-mode pooler; needs the simple query protocol, i.e. psycopg2 as pinned in config).
 _CLAIM = text(
     """
+    SET LOCAL synchronous_commit TO off;
     UPDATE jobs SET status = 'running', attempts = attempts + 1,
         worker = :worker, started_at = now(), updated_at = now(), next_attempt_at = NULL
     WHERE id = :id AND status IN ('pending', 'queued', 'retrying')
@@ -89,8 +95,22 @@ SUCCEEDED = Outcome("succeeded", JobStatus.SUCCEEDED)
 class Ledger:
     """Claims and attempt results, straight to PostgreSQL."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(self, engine: Engine, *, autocommit: bool = False) -> None:
+        """A shared engine (each call switches its pooled connection to autocommit and back), or
+        with autocommit=True one created AUTOCOMMIT."""
+        self._engine = engine if autocommit else engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @classmethod
+    def dedicated(cls, url: str | URL) -> Ledger:
+        """A worker's own connection: AUTOCOMMIT from the start and no pre-ping round trip (a
+        dropped connection raises OperationalError before the statement runs; calls retry it)."""
+        engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0, pool_recycle=1800,
+                               hide_parameters=True)
+        return cls(engine, autocommit=True)
+
+    def close(self) -> None:
+        """Close the connections of a dedicated ledger."""
+        self._engine.dispose()
 
     @_db_retry
     def claim(self, job_id: int, worker: str) -> Claim | None:
