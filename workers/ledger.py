@@ -25,9 +25,11 @@ from app.models import JobStatus
 _CLAIM = text(
     """
     SET LOCAL synchronous_commit TO off;
-    UPDATE jobs SET status = 'running', attempts = attempts + 1,
-        worker = :worker, started_at = now(), updated_at = now(), next_attempt_at = NULL
-    WHERE id = :id AND status IN ('pending', 'queued', 'retrying')
+    UPDATE jobs SET attempts = CASE WHEN status = 'running' THEN attempts ELSE attempts + 1 END,
+        status = 'running', worker = :worker, started_at = now(), updated_at = now(), next_attempt_at = NULL
+    WHERE id = :id AND (status IN ('pending', 'queued', 'retrying')
+        -- a retry whose first try committed but lost its reply: the claim is already ours
+        OR (status = 'running' AND worker = :worker))
     RETURNING attempts, max_attempts, kind
     """
 )
