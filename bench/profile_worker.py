@@ -4,7 +4,7 @@ Usage (from the repository root; PostgreSQL + Redis as in bench/common.py):
 
     .venv/bin/python bench/profile_worker.py                       # default variants, 1 and 2 processes
     .venv/bin/python bench/profile_worker.py --jobs 3000 --processes 2 --repeat 3 \
-        --variants "baseline;heartbeats;ledger-engine;heartbeats,ledger-engine;rq-simple"
+        --variants "baseline;hiredis;no-scheduler;rq-simple"
     .venv/bin/python bench/profile_worker.py --cprofile /tmp/w.prof --variants baseline --processes 1
 
 A variant is a comma-separated list of patches from bench/tuning.py ("baseline" = none), or
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common, tuning
 
-DEFAULT_VARIANTS = "baseline;heartbeats;ledger-engine;heartbeats,ledger-engine;heartbeats,async-commit;rq-simple"
+DEFAULT_VARIANTS = "baseline;hiredis;ledger-conn;rq-simple;rq-simple,hiredis"
 RAW = {"rq-simple": "rq.worker.SimpleWorker", "rq-worker": "rq.worker.Worker"}
 
 

@@ -16,8 +16,9 @@ What it does, each time on an emptied ledger and Redis db:
    --processes `rq worker --burst`, spawn → all N in the finished registry.
 3. raw RQ, `SimpleWorker`: the same with `-w rq.worker.SimpleWorker`.
 Optional rows: --info (durable with TRIAGE_LOG_LEVEL=INFO), --proposed (durable with the tunings
-of bench/tuning.py, see docs/benchmarks.md). "wall" includes process start-up (~0.5 s);
-"drain" is first job start → last job end, which is what a long-running worker sustains.
+of bench/tuning.py; they are in the code since 0f3475b, so this row is now a control).
+"wall" includes process start-up (~0.5 s); "drain" is first job start → last job end, which is
+what a long-running worker sustains.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=100, help="jobs per submit transaction")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--info", action="store_true", help="also run the durable path with INFO logging")
-    p.add_argument("--proposed", action="store_true", help=f"also run the durable path patched: {PROPOSED}")
+    p.add_argument("--proposed", action="store_true",
+                   help=f"also run the durable path patched: {PROPOSED} (in the code since 0f3475b)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each configuration (median reported)")
     p.add_argument("--timeout", type=float, default=600.0)
     return p

@@ -1,7 +1,10 @@
-"""Proposed worker tunings as monkeypatches, so `bench/profile_worker.py` can measure them before they land.
+"""Worker tunings as monkeypatches, so `bench/profile_worker.py` can measure them before they land.
 
-Each patch is a function named in PATCHES; `apply("a,b")` applies several. They mirror the diffs
-proposed in docs/benchmarks.md; nothing here is imported by the application.
+Each patch is a function named in PATCHES; `apply("a,b")` applies several; nothing here is
+imported by the application. heartbeats, idle-in-cleanup, pause-cache, rss-every, ledger-engine
+and claim-async are in the code since commit 0f3475b (docs/benchmarks.md has their before/after):
+`apply` skips them, with a note on stderr, when the code already has them. The others are
+still experiments.
 
 - quiet-rq:     rq's per-job INFO lines off (RQ logs ~3 lines per job at INFO)
 - ledger-engine: the ledger gets its own engine created AUTOCOMMIT, without pool_pre_ping (its
@@ -33,12 +36,21 @@ def _ledger_engine(options: str | None = None) -> None:
 
     from workers import ledger
 
+    connect_args = {"options": options} if options else {}
+    if hasattr(ledger.Ledger, "dedicated"):  # since 0f3475b: the worker builds Ledger.dedicated(url)
+        def dedicated(cls: Any, url: Any) -> Any:
+            engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0,
+                                   pool_recycle=1800, hide_parameters=True, connect_args=connect_args)
+            return cls(engine, autocommit=True)
+
+        ledger.Ledger.dedicated = classmethod(dedicated)  # type: ignore[assignment]
+        return
+
     def __init__(self: Any, engine: Any) -> None:
-        connect_args = {"options": options} if options else {}
         self._engine = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=1,
                                      pool_recycle=1800, connect_args=connect_args)
 
-    ledger.Ledger.__init__ = __init__  # type: ignore[method-assign]
+    ledger.Ledger.__init__ = __init__  # type: ignore[method-assign,assignment]
 
 
 def ledger_engine() -> None:
@@ -93,7 +105,7 @@ def ledger_conn() -> None:
         def execute(self, *args: Any, **kwargs: Any) -> Any:
             return self._conn.execute(*args, **kwargs)
 
-    def __init__(self: Any, engine: Any) -> None:
+    def __init__(self: Any, engine: Any, *, autocommit: bool = False) -> None:
         self._engine = _Conn(engine)
 
     ledger.Ledger.__init__ = __init__  # type: ignore[method-assign]
@@ -235,13 +247,34 @@ def worker_command(patches: str, queues: list[str], *, burst: bool = True) -> li
     return [sys.executable, "-m", "bench.tuning", "--patches", patches, *(["--burst"] if burst else []), *queues]
 
 
+def landed(name: str) -> bool:
+    """Whether the code already does what patch `name` does (it landed in 0f3475b)."""
+    import inspect
+
+    from workers import ledger, worker
+
+    checks: dict[str, Callable[[], bool]] = {
+        "heartbeats": lambda: hasattr(worker, "HEARTBEAT_EVERY"),
+        "idle-in-cleanup": lambda: "cleanup_execution" in vars(worker.TriageWorker),
+        "pause-cache": lambda: "fresh=True" not in inspect.getsource(worker.TriageWorker),
+        "rss-every": lambda: hasattr(worker.TriageWorker, "_over_memory"),
+        "ledger-engine": lambda: hasattr(ledger.Ledger, "dedicated"),
+        "claim-async": lambda: "synchronous_commit" in ledger._CLAIM.text,
+    }
+    return name in checks and checks[name]()
+
+
 def apply(names: str) -> list[str]:
-    """Apply a comma-separated list of patches (the order given); return their names."""
-    applied = [n.strip() for n in names.split(",") if n.strip()]
-    for name in applied:
+    """Apply a comma-separated list of patches (the order given); return the names applied."""
+    applied = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
         if name not in PATCHES:
             raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
+        if landed(name):
+            print(f"bench.tuning: {name} is in the code already; not patched", file=sys.stderr)
+            continue
         PATCHES[name]()
+        applied.append(name)
     return applied
 
 
