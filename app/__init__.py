@@ -97,9 +97,9 @@ def register_metrics(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The API's routes, and rq-dashboard under admin authentication (after the rate limiter)."""
-    from app.api import admin, health, jobs, openapi
+    from app.api import admin, administrations, clinical, health, jobs, openapi
     from app.api.dashboard import register_dashboard
 
-    for module in (health, jobs, admin, openapi):
+    for module in (health, jobs, clinical, administrations, admin, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

@@ -254,6 +254,31 @@ def clients_list() -> None:
 
 
 @main.group()
+def demo() -> None:
+    """A demo organisation to try the API with."""
+
+
+#: What a demo key may do: set up the clinic, record and read administrations, follow its jobs.
+DEMO_SCOPES = ("clinical:read", "clinical:write", "administrations:read", "administrations:write", "jobs:read")
+
+
+@demo.command("seed")
+@click.option("--org", default="Demo School District", show_default=True)
+def demo_seed(org: str) -> None:
+    """Create the demo organisation (once) and print a new API key for it."""
+    from app.services.clients import create_client
+    from app.services.demo import seed
+
+    with _runtime().sessions.begin() as session:
+        created = seed(session, name=org)
+        _, key = create_client(session, organisation_id=created.organisation_id, name="demo",
+                               scopes=list(DEMO_SCOPES))
+    made = ", ".join(f"{n} {what}" for what, n in created.counts.items()) or "already seeded, nothing added"
+    click.echo(f"{org} (organisation {created.organisation_id}): {made}", err=True)
+    click.echo(key)
+
+
+@main.group()
 def db() -> None:
     """Database migrations."""
 

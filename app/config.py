@@ -76,6 +76,10 @@ class Settings:
     rate_limit: str = "1200 per minute"
     anonymous_rate_limit: str = "120 per minute"
     max_body_bytes: int = 1024 * 1024
+    # Medication safety: a dose further than this fraction from the prescribed one is blocked, and a
+    # second dose of one prescription within this many minutes (unless the prescription sets its own).
+    dose_tolerance: float = 0.05
+    duplicate_window_minutes: int = 60
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
     secret_key: str | None = field(default=None, repr=False)
 
@@ -111,5 +115,7 @@ class Settings:
             rate_limit=env.get("TRIAGE_RATE_LIMIT") or "1200 per minute",
             anonymous_rate_limit=env.get("TRIAGE_ANONYMOUS_RATE_LIMIT") or "120 per minute",
             max_body_bytes=_int(env, "TRIAGE_MAX_BODY_BYTES", 1024 * 1024),
+            dose_tolerance=_float(env, "TRIAGE_DOSE_TOLERANCE", 0.05),
+            duplicate_window_minutes=_int(env, "TRIAGE_DUPLICATE_WINDOW_MINUTES", 60),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
         )

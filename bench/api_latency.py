@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, add_target_args, reset, runtime, target_from, wait_until
+from bench.common import ROOT, add_target_args, percentile_ms, reset, runtime, target_from, wait_until
 
 
 def _start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -100,8 +100,9 @@ def main() -> None:
         server.wait(timeout=30)
     ordered = sorted(latencies)
 
+
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        return percentile_ms(ordered, p)
 
     print(f"POST /v1/probes at {args.rate:.0f}/s for {args.seconds:.0f}s, gunicorn 2 workers, "
           f"{args.connections} connections: {len(ordered)} requests, {len(errors)} errors")

@@ -127,7 +127,7 @@ def reset(rt: Any, target: Target) -> int:
 
 
 def submit_durable(rt: Any, func: Callable[..., Any], n: int, *, organisation_id: int, batch: int = 100,
-                   args: Sequence[Any] = ()) -> float:
+                   args: Sequence[Any] = (), queue: str | None = None) -> float:
     """Submit n jobs through the ledger + outbox, `batch` per transaction; return seconds taken."""
     from app.services.jobs import submit
 
@@ -137,7 +137,7 @@ def submit_durable(rt: Any, func: Callable[..., Any], n: int, *, organisation_id
         size = min(batch, n - done)
         with rt.sessions.begin() as session:
             for _ in range(size):
-                submit(session, func, *args, organisation_id=organisation_id)
+                submit(session, func, *args, organisation_id=organisation_id, queue=queue)
         done += size
     return time.perf_counter() - started
 
@@ -279,3 +279,8 @@ def rq_span(redis: Any, ids: Sequence[str]) -> tuple[int, float]:
 def load_note() -> str:
     """The 1-minute load average and core count, printed beside figures (other work skews them)."""
     return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def percentile_ms(ordered: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of sorted seconds, in milliseconds."""
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000

@@ -16,3 +16,9 @@ def sleep(seconds: float) -> None:
 @job_kind("bench.noop", queue="maintenance", timeout=10, max_attempts=1)
 def noop() -> None:
     """Do nothing (like maintenance.ping, kept here so benchmarks don't depend on probes)."""
+
+
+@job_kind("bench.busy", queue="maintenance", timeout=60, max_attempts=1)
+def busy(seconds: float) -> None:
+    """Occupy a worker for `seconds` (low-priority flood work; submit with queue= to move it)."""
+    time.sleep(seconds)

@@ -7,6 +7,7 @@ from sqlalchemy import update
 
 from app.models import Job
 from app.runtime import current
+from app.services import idempotency
 from app.services.jobs import requeue_dead
 from app.services.operations import dead_letter_ids
 from jobs.spec import job_kind
@@ -28,3 +29,10 @@ def requeue_dead_letters(queue: str | None, kind: str | None, error: str | None)
         this = get_current_job()
         if this is not None and this.id.isdigit():
             session.execute(update(Job).where(Job.id == int(this.id)).values(result_ref=f"requeued:{len(ids)}"))
+
+
+@job_kind("maintenance.prune_idempotency_keys", queue="maintenance", timeout=300, max_attempts=3)
+def prune_idempotency_keys() -> None:
+    """Forget Idempotency-Key responses past their retention (record ids still stop resends)."""
+    with current().sessions.begin() as session:
+        idempotency.prune(session)

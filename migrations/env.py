@@ -17,7 +17,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    return config.get_main_option("sqlalchemy.url") or Settings.database_url_from_env()
 
 
 def run_migrations_offline() -> None:

@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/triage_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 T = TypeVar("T")
+#: Every table a test may fill, emptied around each test.
+TABLES = ("events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
+          "inventory_lots", "prescriptions", "allergies", "medications", "patients", "job_attempts", "jobs",
+          "idempotency_keys", "api_clients", "organisations", "test_effects")
 
 #: Environment of every process a test starts (workers, scheduler, CLI).
 WORKER_ENV = {
@@ -97,7 +101,7 @@ def clean(runtime: Runtime) -> Iterator[Runtime]:
 
     def wipe() -> None:
         with runtime.engine.begin() as conn:
-            conn.execute(text("TRUNCATE job_attempts, jobs, idempotency_keys, api_clients, organisations, test_effects RESTART IDENTITY"))
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
         runtime.redis.flushdb()
 
     wipe()

@@ -25,7 +25,6 @@ from app.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
-RETENTION_HOURS = 72
 _REPLAYED_HEADERS = ("Location", "Content-Type")
 
 

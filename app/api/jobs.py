@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
@@ -13,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.auth import current_caller, requires
 from app.api.idempotency import db, idempotent, transactional
 from app.api.openapi import Operation, documented
-from app.api.problems import FieldError, Problem
+from app.api.pagination import decode_cursor, encode_cursor
+from app.api.problems import Problem
 from app.api.validation import body, query
 from app.models import JobStatus
 from app.outbox import withdraw
@@ -78,20 +78,6 @@ class JobQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
 
 
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except ValueError:
-        raise Problem(422, "Unprocessable Content", "The cursor is not one this API issued.", "validation",
-                      [FieldError("query", "cursor", "invalid cursor")]) from None
-
-
-def _encode_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(str(job_id).encode()).decode()
-
-
 @blueprint.get("/jobs/<int:job_id>")
 @requires("jobs:read")
 @documented(Operation("A job's status, attempts and last error", response=JobOut, errors=(401, 403, 404),
@@ -119,10 +105,10 @@ def list_jobs() -> Response:
             status=params.status.value if params.status else None,
             kind=params.kind,
             since=params.since,
-            before_id=_decode_cursor(params.cursor),
+            before_id=decode_cursor(params.cursor),
             limit=params.limit,
         )
-    cursor = _encode_cursor(views[-1].id) if len(views) == params.limit else None
+    cursor = encode_cursor(views[-1].id) if len(views) == params.limit else None
     return jsonify(JobPage(items=[JobOut.of(v) for v in views], next_cursor=cursor).model_dump(mode="json"))
 
 

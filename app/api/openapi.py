@@ -28,6 +28,7 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = (401, 403)
     idempotent: bool = False
+    idempotency_required: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -59,7 +60,7 @@ def _parameters(rule: str, op: Operation, components: dict[str, Any]) -> list[di
         for name, prop in schema.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
     if op.idempotent:
-        params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+        params.append({"name": "Idempotency-Key", "in": "header", "required": op.idempotency_required, "schema": {"type": "string"},
                        "description": "Retry-safe key, scoped to the API client and kept at least 72 h."})
     return params
 

@@ -34,6 +34,7 @@ class Problem(Exception):
     slug: str = ""
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)  # extra members (RFC 9457 §3.2)
 
     def to_response(self) -> Response:
         """The problem+json response."""
@@ -45,6 +46,7 @@ class Problem(Exception):
         }
         if self.errors:
             body["errors"] = [e.__dict__ for e in self.errors]
+        body.update(self.extensions)
         response = Response(json.dumps(body), status=self.status, mimetype=CONTENT_TYPE)
         response.headers.update(self.headers)
         return response

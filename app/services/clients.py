@@ -17,7 +17,10 @@ SCOPES: frozenset[str] = frozenset(
     {
         "jobs:read",
         "jobs:write",
+        "administrations:read",
         "administrations:write",
+        "clinical:read",
+        "clinical:write",
         "hl7:write",
         "reports:write",
         "webhooks:manage",

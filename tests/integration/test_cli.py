@@ -42,3 +42,18 @@ def test_dlq_purge_records_the_actor(clean: Runtime, procs: Processes, org_id: i
     assert ledger(clean, job_id).status == "cancelled" and outcomes(clean, job_id) == ["dead", "purged"]
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT worker FROM job_attempts WHERE outcome = 'purged'")).scalar() == "cli:nurse-ops"
+
+
+def test_demo_seed_creates_a_usable_organisation_once(procs: Processes, clean: Runtime) -> None:
+    from app import create_app
+
+    first = procs.run("demo", "seed")
+    key = next(word for word in first.split() if word.startswith("trg_"))
+    assert "4 patients" in first and "5 prescriptions" in first
+    assert "already seeded" in procs.run("demo", "seed")
+    client = create_app(runtime=clean).test_client()
+    headers = {"Authorization": f"Bearer {key}"}
+    patients = client.get("/v1/patients", headers=headers).get_json()["items"]
+    prescriptions = client.get("/v1/prescriptions", headers=headers).get_json()["items"]
+    assert len(patients) == 4 and len(prescriptions) == 5
+    assert client.get("/v1/allergies", headers=headers).get_json()["items"][0]["severity"] == "life-threatening"

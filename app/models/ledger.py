@@ -1,4 +1,4 @@
-"""Tables: organisations, API clients and the job ledger with its attempt history."""
+"""The job ledger: organisations, API clients, jobs with their attempt history, idempotency keys."""
 
 from __future__ import annotations
 

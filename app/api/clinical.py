@@ -1,0 +1,130 @@
+"""Set-up endpoints for the clinical domain: patients, allergies, medications, prescriptions, inventory.
+
+Each resource gets the same four routes (create, list, read, update), scoped to the caller's
+organisation: `clinical:write` to change, `clinical:read` to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, url_for
+from pydantic import BaseModel
+
+from app.api import clinical_schemas as s
+from app.api.auth import current_caller, requires
+from app.api.idempotency import db, transactional
+from app.api.openapi import Operation, documented
+from app.api.pagination import decode_cursor, encode_cursor
+from app.api.problems import FieldError, Problem
+from app.api.validation import body, query
+from app.models import Allergy, InventoryLot, Medication, Patient, Prescription
+from app.services import clinical
+
+blueprint = Blueprint("clinical", __name__, url_prefix="/v1")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One table exposed as a collection: its path, model and the shapes in and out."""
+
+    path: str
+    singular: str
+    model: type[Any]
+    create: type[BaseModel]
+    patch: type[BaseModel]
+    out: type[BaseModel]
+    filters: type[s.PageQuery] = s.PageQuery
+
+
+RESOURCES = (
+    Resource("patients", "patient", Patient, s.PatientIn, s.PatientPatch, s.PatientOut),
+    Resource("allergies", "allergy", Allergy, s.AllergyIn, s.AllergyPatch, s.AllergyOut, s.AllergyQuery),
+    Resource("medications", "medication", Medication, s.MedicationIn, s.MedicationPatch, s.MedicationOut),
+    Resource("prescriptions", "prescription", Prescription, s.PrescriptionIn, s.PrescriptionPatch, s.PrescriptionOut,
+             s.PrescriptionQuery),
+    Resource("inventory-lots", "inventory_lot", InventoryLot, s.InventoryLotIn, s.InventoryLotPatch, s.InventoryLotOut,
+             s.InventoryLotQuery),
+)
+
+
+def page_model(resource: Resource) -> type[BaseModel]:
+    """The list response of a resource: items and the next cursor."""
+    return type(f"{resource.out.__name__}Page", (BaseModel,),
+                {"__annotations__": {"items": list[resource.out], "next_cursor": str | None}})  # type: ignore[name-defined]
+
+
+def _out(resource: Resource, row: Any) -> dict[str, Any]:
+    return resource.out.model_validate(row).model_dump(mode="json")
+
+
+def _guarded(run: Callable[[], Any]) -> Any:
+    """Service errors as problems: 404 unknown row, 422 bad reference, 409 duplicate identifier."""
+    try:
+        return run()
+    except clinical.RecordNotFoundError:
+        raise Problem(404, "Not Found", "No such record.") from None
+    except clinical.InvalidReferenceError as exc:
+        raise Problem(422, "Unprocessable Content", "A referenced record does not exist.", "validation",
+                      [FieldError("body", exc.field, "no such record in this organisation")]) from None
+    except clinical.DuplicateRecordError as exc:
+        raise Problem(409, "Conflict", f"A record with this identifier already exists ({exc.constraint}).",
+                      "duplicate-record") from None
+
+
+def _register(resource: Resource) -> None:
+    name, tags = resource.singular, (resource.path,)
+    noun = name.replace("_", " ")
+
+    @requires("clinical:write")
+    @documented(Operation(f"Create a {noun}", body=resource.create, response=resource.out, status=201,
+                          errors=(401, 403, 409), tags=tags))
+    @transactional
+    def create() -> tuple[Response, int, dict[str, str]]:
+        values = body(resource.create).model_dump()
+        row = _guarded(lambda: clinical.create(db(), resource.model, values,
+                                               organisation_id=current_caller().organisation_id))
+        location = url_for(f"clinical.get_{name}", row_id=row.id)
+        return jsonify(_out(resource, row)), 201, {"Location": location}
+
+    @requires("clinical:read")
+    @documented(Operation(f"List {resource.path}, newest first", query=resource.filters,
+                          response=page_model(resource), errors=(401, 403, 422), tags=tags))
+    @transactional
+    def list_() -> Response:
+        params = query(resource.filters)
+        filters = params.model_dump(exclude={"cursor", "limit"})
+        rows = clinical.page(db(), resource.model, organisation_id=current_caller().organisation_id,
+                             filters=filters, before_id=decode_cursor(params.cursor), limit=params.limit)
+        cursor = encode_cursor(rows[-1].id) if len(rows) == params.limit else None
+        return jsonify({"items": [_out(resource, r) for r in rows], "next_cursor": cursor})
+
+    @requires("clinical:read")
+    @documented(Operation(f"One {noun}", response=resource.out, errors=(401, 403, 404), tags=tags))
+    @transactional
+    def get(row_id: int) -> Response:
+        row = _guarded(lambda: clinical.get(db(), resource.model, row_id,
+                                            organisation_id=current_caller().organisation_id))
+        return jsonify(_out(resource, row))
+
+    @requires("clinical:write")
+    @documented(Operation(f"Change fields of a {noun}", body=resource.patch, response=resource.out,
+                          errors=(401, 403, 404, 409), tags=tags))
+    @transactional
+    def patch(row_id: int) -> Response:
+        values = body(resource.patch).model_dump(exclude_unset=True)
+        row = _guarded(lambda: clinical.update(db(), resource.model, row_id, values,
+                                               organisation_id=current_caller().organisation_id))
+        return jsonify(_out(resource, row))
+
+    base = f"/{resource.path}"
+    blueprint.add_url_rule(base, f"create_{name}", create, methods=["POST"])
+    blueprint.add_url_rule(base, f"list_{resource.path.replace('-', '_')}", list_, methods=["GET"])
+    blueprint.add_url_rule(f"{base}/<int:row_id>", f"get_{name}", get, methods=["GET"])
+    blueprint.add_url_rule(f"{base}/<int:row_id>", f"patch_{name}", patch, methods=["PATCH"])
+
+
+for _resource in RESOURCES:
+    _register(_resource)
