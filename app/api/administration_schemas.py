@@ -97,11 +97,19 @@ class AdministrationOut(BaseModel):
     updated_at: datetime
 
 
+class JobRef(BaseModel):
+    """The ledger job deciding a record, and its status when the answer was given."""
+
+    id: int
+    status: str
+
+
 class ArrivalOut(BaseModel):
-    """The answer to a submitted record: the record, and whether it is new or was stored before."""
+    """The answer to a submitted record: the record, its job, and whether it is new or was stored before."""
 
     arrival: Literal["accepted", "already_recorded"]
     administration: AdministrationOut
+    job: JobRef | None
     links: dict[str, str]
 
 

@@ -14,7 +14,7 @@ from app.api.openapi import Operation, documented
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.problems import FieldError, Problem, from_validation
 from app.api.validation import body, query
-from app.models import Administration, SafetyEvent
+from app.models import Administration, Job, SafetyEvent
 from app.services import administrations as service
 from app.services import clinical
 from workers.medication_metrics import record_conflict
@@ -67,8 +67,9 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
     if received.arrival == "conflict":
         return _conflict(received)
     adm = received.administration
+    job = db().get(Job, adm.job_id) if adm.job_id else None
     out = s.ArrivalOut(arrival=received.arrival, administration=s.AdministrationOut.model_validate(adm),
-                       links=_links(adm))
+                       job=s.JobRef(id=job.id, status=job.status) if job else None, links=_links(adm))
     status = 202 if received.arrival == "accepted" else 200
     return jsonify(out.model_dump(mode="json")), status, {"Location": _links(adm)["self"]}
 

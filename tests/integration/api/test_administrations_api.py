@@ -53,6 +53,7 @@ def test_accepted_record_is_queued_on_critical_and_recorded_by_its_job(
     body = response.get_json()
     adm = body["administration"]
     assert body["arrival"] == "accepted" and adm["status"] == "received" and adm["version"] == 1
+    assert body["job"] == {"id": adm["job_id"], "status": "queued"}
     assert response.headers["Location"] == f"/v1/administrations/{adm['id']}"
     assert Queue("critical", connection=clean.redis).job_ids == [str(adm["job_id"])]
     job = client.get(body["links"]["job"], headers=alice.headers).get_json()
