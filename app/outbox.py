@@ -15,7 +15,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from jobs.spec import spec_for
 from workers.metrics import record_submitted
@@ -39,8 +39,21 @@ class Outgoing:
 
 
 def stage(session: Session, outgoing: Outgoing) -> None:
-    """Hold a job in the session until its transaction commits (dropped on rollback)."""
-    session.info.setdefault(_OUTBOX, []).append(outgoing)
+    """Hold a job in the session until its outermost transaction commits (dropped on rollback).
+
+    Each job remembers the (nested) transaction that staged it, so rolling back a savepoint drops
+    only the jobs staged inside it, and releasing one pushes nothing yet.
+    """
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_OUTBOX, []).append((owner, outgoing))
+
+
+def _inside(owner: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while owner is not None:
+        if owner is ended:
+            return True
+        owner = owner.parent
+    return False
 
 
 def push(redis: Redis, jobs: Iterable[Outgoing], *, failure_ttl: int, at_front: bool = False) -> None:
@@ -85,7 +98,9 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
 
     @event.listens_for(sessions, "after_commit")
     def _after_commit(session: Session) -> None:
-        staged: list[Outgoing] = session.info.pop(_OUTBOX, [])
+        if session.in_nested_transaction():  # a savepoint released: its jobs wait for the real commit
+            return
+        staged: list[Outgoing] = [job for _, job in session.info.pop(_OUTBOX, [])]
         if not staged:
             return
         for job in staged:
@@ -102,9 +117,13 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
             except SQLAlchemyError:
                 log.warning("Jobs %s: could not be marked pending either", ids)
 
-    @event.listens_for(sessions, "after_rollback")
-    def _after_rollback(session: Session) -> None:
-        session.info.pop(_OUTBOX, None)
+    @event.listens_for(sessions, "after_soft_rollback")
+    def _after_rollback(session: Session, ended: SessionTransaction) -> None:
+        if ended.parent is None:
+            session.info.pop(_OUTBOX, None)
+            return
+        kept = [(owner, job) for owner, job in session.info.get(_OUTBOX, []) if not _inside(owner, ended)]
+        session.info[_OUTBOX] = kept
 
 
 def withdraw(redis: Redis, job_id: int, queue_name: str) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from app.api.clinical_schemas import Amount, Name, Positive, Short, Strict
+from app.api.clinical_schemas import Amount, Name, Patch, Positive, Short, Strict
 
 Text = Annotated[str, Field(max_length=4000)]
+#: How far ahead of the server's clock a device's `given_at` may be.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 Route = Annotated[str, Field(min_length=1, max_length=30)]
 
 
@@ -34,7 +36,12 @@ class AdministrationIn(Strict):
     @field_validator("given_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        if value.year < 2000:
+            raise ValueError("is before 2000")
+        value = value.astimezone(UTC)
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("is in the future")
+        return value
 
 
 class BatchIn(Strict):
@@ -43,12 +50,15 @@ class BatchIn(Strict):
     records: Annotated[list[dict[str, object]], Field(min_length=1, max_length=500)]
 
 
-class CorrectionIn(Strict):
-    """Documentation fields to correct, why, and (unless sent as If-Match) the version corrected."""
+class CorrectionIn(Patch):
+    """Documentation fields to correct, why, and (unless sent as If-Match) the version corrected.
 
+    The dose, its time and its lot are not correctable: they were what the safety rules judged.
+    """
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"version", "notes", "side_effects"})
     version: int | None = Field(default=None, ge=1)
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
-    given_at: AwareDatetime | None = None
     administered_by: Name | None = None
     route: Route | None = None
     notes: Text | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.api import administration_schemas as s
 from app.api.auth import current_caller, requires
@@ -19,6 +21,7 @@ from app.services import administrations as service
 from app.services import clinical
 from workers.medication_metrics import record_conflict
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("administrations", __name__, url_prefix="/v1")
 _TAGS = ("administrations",)
 
@@ -82,7 +85,10 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
 def submit_batch() -> Response:
     """Receive each record on its own: one bad record never rejects the others; resending is harmless."""
     batch = body(s.BatchIn)
-    results = [_batch_item(i, raw) for i, raw in enumerate(batch.records)]
+    # In record-id order, so two batches sharing records lock them in one order (no deadlock).
+    order = sorted(range(len(batch.records)), key=lambda i: str(batch.records[i].get("record_id")))
+    done = {i: _batch_item(i, batch.records[i]) for i in order}
+    results = [done[i] for i in range(len(batch.records))]
     counts = {kind: sum(r.result == kind for r in results) for kind in ("accepted", "already_recorded", "rejected")}
     return jsonify(s.BatchOut(results=results, counts=counts).model_dump(mode="json"))
 
@@ -100,6 +106,11 @@ def _batch_item(index: int, raw: dict[str, object]) -> s.BatchResult:
     except Problem as problem:
         return s.BatchResult(index=index, record_id=record_id, result="rejected",
                              errors=[e.__dict__ for e in problem.errors])
+    except (DataError, IntegrityError):  # this record only: its savepoint is rolled back
+        log.warning("Batch record %s: refused by the database", index)
+        return s.BatchResult(index=index, record_id=record_id, result="rejected",
+                             errors=[{"location": f"body.records[{index}]", "field": "(root)",
+                                      "reason": "could not be stored"}])
     adm = received.administration
     if received.arrival == "conflict":
         return s.BatchResult(index=index, record_id=record_id, result="rejected", administration_id=adm.id,

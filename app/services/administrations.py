@@ -41,8 +41,9 @@ from app.services.jobs import submit
 
 #: The job kind that decides an administration (declared in jobs/administrations.py).
 RECORD_KIND = "administrations.record"
-#: Fields a correction may change: documentation, not the dose (that would need new safety checks).
-CORRECTABLE = ("given_at", "administered_by", "route", "notes", "side_effects")
+#: Fields a correction may change: documentation, not the dose, its time or its lot (the safety
+#: rules judged those; changing them would need the rules again).
+CORRECTABLE = ("administered_by", "route", "notes", "side_effects")
 
 Arrival = Literal["accepted", "already_recorded", "conflict"]
 
@@ -118,6 +119,10 @@ def _arrived_again(session: Session, record: dict[str, Any], digest: str, *, org
     ).one()
     if existing.content_hash == digest:
         return Received(existing, "already_recorded")
+    seen = select(RecordConflict.id).where(RecordConflict.administration_id == existing.id,
+                                           RecordConflict.content_hash == digest)
+    if session.scalar(seen) is not None:  # the same conflicting resend again (a device retry loop)
+        return Received(existing, "conflict")
     existing.conflicts += 1
     session.add(RecordConflict(organisation_id=organisation_id, administration_id=existing.id,
                                api_client_id=api_client_id, content_hash=digest,

@@ -165,7 +165,7 @@ def test_invalid_doses_are_rejected_with_a_reason_and_change_nothing(clean: Runt
     assert (wrong_patient.status, wrong_patient.reason) == ("rejected", "prescription_patient_mismatch")
     _, wrong_lot = given(clean, clinic, lot_id=other.lot_id)
     assert wrong_lot.reason == "lot_medication_mismatch"
-    _, outside = given(clean, clinic, given_at="2027-02-01T08:00:00+00:00")
+    _, outside = given(clean, clinic, given_at="2026-10-15T08:00:00+00:00")  # before it started
     assert outside.reason == "prescription_not_in_effect"
     with clean.sessions.begin() as session:
         session.execute(update(Prescription).where(Prescription.id == clinic.prescription_id).values(active=False))

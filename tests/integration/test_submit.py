@@ -55,6 +55,22 @@ def test_rolled_back_transaction_leaves_no_job_anywhere(clean: Runtime, org_id: 
     assert redis_job_ids(clean) == [str(kept.id)]
 
 
+def test_savepoints_push_nothing_early_and_a_rolled_back_one_drops_only_its_jobs(clean: Runtime,
+                                                                                 org_id: int) -> None:
+    with clean.sessions.begin() as session:
+        with session.begin_nested():
+            first = submit(session, effect, "released", organisation_id=org_id)
+        assert redis_job_ids(clean) == []  # released savepoint: the transaction is still open
+        with pytest.raises(RuntimeError), session.begin_nested():
+            with session.begin_nested():
+                submit(session, effect, "inner, released then rolled back", organisation_id=org_id)
+            raise RuntimeError("this record failed")
+        last = submit(session, effect, "after", organisation_id=org_id)
+        assert redis_job_ids(clean) == []
+    assert redis_job_ids(clean) == [str(first.id), str(last.id)]
+    assert job_count(clean) == 2
+
+
 def test_view_hides_other_organisations_jobs(clean: Runtime, org_id: int) -> None:
     from app.services.organisations import ensure_organisation
 

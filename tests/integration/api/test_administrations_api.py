@@ -130,7 +130,20 @@ def test_same_record_id_with_other_content_is_refused_and_flagged(
     assert body["errors"][0]["field"] == "record_id" and body["administration_id"] == first["id"]
     stored = client.get(f"/v1/administrations/{first['id']}", headers=alice.headers).get_json()
     assert stored["dose_amount"] == 500 and stored["conflicts"] == 1
+    assert_problem(post(client, alice, {**record, "dose_amount": 1000}), 422)  # the device retries it
+    assert client.get(f"/v1/administrations/{first['id']}", headers=alice.headers).get_json()["conflicts"] == 1
     assert count(clean) == 1 and count(clean, RecordConflict) == 1
+
+
+@pytest.mark.parametrize(("given_at", "reason"), [
+    ("2999-01-01T08:00:00+00:00", "is in the future"),
+    ("0001-01-01T08:00:00+05:00", "is before 2000"),
+    ("2026-11-30T08:00:00", "timezone"),
+])
+def test_given_at_must_be_a_plausible_instant(client: FlaskClient, alice: Key, clinic: Clinic, given_at: str,
+                                              reason: str) -> None:
+    body = assert_problem(post(client, alice, clinic.record(given_at=given_at)), 422)
+    assert body["errors"][0]["field"] == "given_at" and reason in body["errors"][0]["reason"]
 
 
 def test_batch_with_mixed_records_answers_each_and_a_resend_is_harmless(
@@ -178,8 +191,9 @@ def test_correction_needs_the_current_version_and_keeps_the_original(
     assert assert_problem(stale, 409)["current_version"] == 2 and stale.headers["ETag"] == '"2"'
     by_body = client.patch(url, headers=alice.headers, json={"version": 2, "reason": "r", "notes": "final"})
     assert by_body.get_json()["version"] == 3
-    refused = client.patch(url, headers={**alice.headers, "If-Match": "3"}, json={"reason": "r", "dose_amount": 1})
-    assert assert_problem(refused, 422)["errors"][0]["field"] == "dose_amount"
+    for field, value in (("dose_amount", 1), ("given_at", "2026-11-30T09:00:00Z"), ("administered_by", None)):
+        refused = client.patch(url, headers={**alice.headers, "If-Match": "3"}, json={"reason": "r", field: value})
+        assert assert_problem(refused, 422)["errors"][0]["field"] == field
     record = client.get(url, headers=alice.headers).get_json()
     assert record["notes"] == "final" and record["dose_amount"] == 500
     assert [(r["version"], r["before"], r["after"]) for r in record["revisions"]] == [
