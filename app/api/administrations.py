@@ -126,13 +126,18 @@ def _batch_item(index: int, raw: dict[str, object]) -> s.BatchResult:
                       errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_administration(administration_id: int) -> Response:
-    """The record with its version as ETag, its safety event and its correction history."""
+    """The record with its version as ETag, its job's status, its safety event and its corrections.
+
+    A record still `received` whose job is `dead` was never decided: replay the dead letter.
+    """
     caller = current_caller()
     adm = _found(lambda: clinical.get(db(), Administration, administration_id,
                                       organisation_id=caller.organisation_id))
     event = db().query(SafetyEvent).filter_by(administration_id=adm.id).one_or_none()
     revisions = [s.RevisionOut.model_validate(r).model_dump(mode="json") for r in service.revisions(db(), adm.id)]
+    job = db().get(Job, adm.job_id) if adm.job_id else None
     response = jsonify({**_out(adm), "links": _links(adm), "revisions": revisions,
+                        "job": {"id": job.id, "status": job.status} if job else None,
                         "safety_event": s.SafetyEventOut.model_validate(event).model_dump(mode="json")
                         if event else None})
     response.headers["ETag"] = f'"{adm.version}"'

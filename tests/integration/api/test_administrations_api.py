@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from rq import Queue
+from rq import Queue, Worker
 from sqlalchemy import func, select, text, update
 
 from app.models import Administration, IdempotencyRecord, RecordConflict
 from app.runtime import Runtime
 from app.services import idempotency
 from jobs.administrations import record_administration
+from tests.conftest import Processes, wait_for
 from tests.integration.api.conftest import Key
 from tests.integration.api.test_jobs_api import assert_problem
 from tests.support.clinic import Clinic, add_allergy, seed_clinic
@@ -59,6 +60,8 @@ def test_accepted_record_is_queued_on_critical_and_recorded_by_its_job(
     job = client.get(body["links"]["job"], headers=alice.headers).get_json()
     assert job["kind"] == "administrations.record" and job["queue"] == "critical"
     assert job["links"]["result"] == f"/v1/administrations/{adm['id']}"
+    before = client.get(f"/v1/administrations/{adm['id']}", headers=alice.headers).get_json()
+    assert before["job"] == {"id": adm["job_id"], "status": "queued"}
     record_administration(adm["id"])
     after = client.get(f"/v1/administrations/{adm['id']}", headers=alice.headers)
     assert after.get_json()["status"] == "recorded" and after.headers["ETag"] == '"1"'
@@ -240,3 +243,21 @@ def test_scopes_are_required(client: FlaskClient, reader: Key, clinic: Clinic) -
     assert_problem(post(client, reader, clinic.record()), 403)
     assert_problem(client.get("/v1/safety-events", headers=reader.headers), 403)
     assert_problem(client.get("/v1/safety-events"), 401)
+
+
+def test_a_batch_is_decided_by_a_worker_without_waiting_for_the_reconciler(
+    client: FlaskClient, alice: Key, clinic: Clinic, clean: Runtime, procs: Processes,
+) -> None:
+    procs.worker("critical")  # no scheduler: a job pushed before its commit would be skipped for good
+    wait_for(lambda: [w for w in Worker.all(connection=clean.redis) if w.get_state() == "idle"],
+             what="the worker to wait on its queue")
+    records = [clinic.record(given_at=f"2026-11-30T{h:02d}:00:00+00:00") for h in (8, 14, 20)]
+    response = client.post("/v1/administrations/batch", headers=alice.headers, json={"records": records})
+    ids = [r["administration_id"] for r in response.get_json()["results"]]
+
+    def decided() -> bool:
+        with clean.sessions() as session:
+            rows = session.scalars(select(Administration).where(Administration.id.in_(ids))).all()
+            return len(rows) == 3 and all(r.status == "recorded" for r in rows)
+
+    wait_for(decided, timeout=30, what="the batch's three records to be recorded")
