@@ -11,6 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.api import administration_schemas as s
 from app.api.auth import current_caller, requires
+from app.api.clinical import guarded
 from app.api.idempotency import db, idempotent, transactional
 from app.api.openapi import Operation, documented
 from app.api.pagination import decode_cursor, encode_cursor
@@ -28,12 +29,9 @@ _TAGS = ("administrations",)
 
 def _receive(record: s.AdministrationIn) -> service.Received:
     caller = current_caller()
-    try:
-        received = service.receive(db(), record.model_dump(), organisation_id=caller.organisation_id,
-                                   api_client_id=caller.client_id, request_id=g.get("request_id"))
-    except clinical.InvalidReferenceError as exc:
-        raise Problem(422, "Unprocessable Content", "A referenced record does not exist.", "validation",
-                      [FieldError("body", exc.field, "no such record in this organisation")]) from None
+    received: service.Received = guarded(lambda: service.receive(
+        db(), record.model_dump(), organisation_id=caller.organisation_id, api_client_id=caller.client_id,
+        request_id=g.get("request_id")))
     if received.arrival == "conflict":
         record_conflict()
     return received
@@ -49,6 +47,11 @@ def _conflict(received: service.Received) -> Response:
 
 def _out(adm: Administration) -> dict[str, Any]:
     return s.AdministrationOut.model_validate(adm).model_dump(mode="json")
+
+
+def _job(adm: Administration) -> s.JobRef | None:
+    job = db().get(Job, adm.job_id) if adm.job_id else None
+    return s.JobRef(id=job.id, status=job.status) if job else None
 
 
 def _links(adm: Administration) -> dict[str, str]:
@@ -70,9 +73,8 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
     if received.arrival == "conflict":
         return _conflict(received)
     adm = received.administration
-    job = db().get(Job, adm.job_id) if adm.job_id else None
     out = s.ArrivalOut(arrival=received.arrival, administration=s.AdministrationOut.model_validate(adm),
-                       job=s.JobRef(id=job.id, status=job.status) if job else None, links=_links(adm))
+                       job=_job(adm), links=_links(adm))
     status = 202 if received.arrival == "accepted" else 200
     return jsonify(out.model_dump(mode="json")), status, {"Location": _links(adm)["self"]}
 
@@ -131,13 +133,13 @@ def get_administration(administration_id: int) -> Response:
     A record still `received` whose job is `dead` was never decided: replay the dead letter.
     """
     caller = current_caller()
-    adm = _found(lambda: clinical.get(db(), Administration, administration_id,
+    adm = guarded(lambda: clinical.get(db(), Administration, administration_id,
                                       organisation_id=caller.organisation_id))
     event = db().query(SafetyEvent).filter_by(administration_id=adm.id).one_or_none()
     revisions = [s.RevisionOut.model_validate(r).model_dump(mode="json") for r in service.revisions(db(), adm.id)]
-    job = db().get(Job, adm.job_id) if adm.job_id else None
+    job = _job(adm)
     response = jsonify({**_out(adm), "links": _links(adm), "revisions": revisions,
-                        "job": {"id": job.id, "status": job.status} if job else None,
+                        "job": job.model_dump() if job else None,
                         "safety_event": s.SafetyEventOut.model_validate(event).model_dump(mode="json")
                         if event else None})
     response.headers["ETag"] = f'"{adm.version}"'
@@ -157,7 +159,7 @@ def correct_administration(administration_id: int) -> Response:
     changes = correction.model_dump(exclude_unset=True, exclude={"version", "reason"})
     caller = current_caller()
     try:
-        adm = _found(lambda: service.correct(db(), administration_id, changes,
+        adm = guarded(lambda: service.correct(db(), administration_id, changes,
                                              organisation_id=caller.organisation_id, expected_version=version,
                                              reason=correction.reason, api_client_id=caller.client_id))
     except service.StaleVersionError as exc:
@@ -191,7 +193,7 @@ def _expected_version(from_body: int | None) -> int:
 def patient_mar(patient_id: int) -> Response:
     """Every administration of a patient given in [from, to), newest first."""
     params = query(s.MarQuery)
-    rows = _found(lambda: service.for_patient(db(), patient_id, organisation_id=current_caller().organisation_id,
+    rows = guarded(lambda: service.for_patient(db(), patient_id, organisation_id=current_caller().organisation_id,
                                               since=params.from_, until=params.to, limit=params.limit))
     return jsonify({"patient_id": patient_id, "items": [_out(a) for a in rows]})
 
@@ -209,11 +211,3 @@ def list_safety_events() -> Response:
     cursor = encode_cursor(rows[-1].id) if len(rows) == params.limit else None
     items = [s.SafetyEventOut.model_validate(r).model_dump(mode="json") for r in rows]
     return jsonify({"items": items, "next_cursor": cursor})
-
-
-def _found(load: Any) -> Any:
-    try:
-        return load()
-    except clinical.RecordNotFoundError:
-        raise Problem(404, "Not Found", "No such record.") from None
-

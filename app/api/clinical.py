@@ -60,7 +60,7 @@ def _out(resource: Resource, row: Any) -> dict[str, Any]:
     return resource.out.model_validate(row).model_dump(mode="json")
 
 
-def _guarded(run: Callable[[], Any]) -> Any:
+def guarded(run: Callable[[], Any]) -> Any:
     """Service errors as problems: 404 unknown row, 422 bad reference, 409 duplicate identifier."""
     try:
         return run()
@@ -84,7 +84,7 @@ def _register(resource: Resource) -> None:
     @transactional
     def create() -> tuple[Response, int, dict[str, str]]:
         values = body(resource.create).model_dump()
-        row = _guarded(lambda: clinical.create(db(), resource.model, values,
+        row = guarded(lambda: clinical.create(db(), resource.model, values,
                                                organisation_id=current_caller().organisation_id))
         location = url_for(f"clinical.get_{name}", row_id=row.id)
         return jsonify(_out(resource, row)), 201, {"Location": location}
@@ -105,7 +105,7 @@ def _register(resource: Resource) -> None:
     @documented(Operation(f"One {noun}", response=resource.out, errors=(401, 403, 404), tags=tags))
     @transactional
     def get(row_id: int) -> Response:
-        row = _guarded(lambda: clinical.get(db(), resource.model, row_id,
+        row = guarded(lambda: clinical.get(db(), resource.model, row_id,
                                             organisation_id=current_caller().organisation_id))
         return jsonify(_out(resource, row))
 
@@ -115,7 +115,7 @@ def _register(resource: Resource) -> None:
     @transactional
     def patch(row_id: int) -> Response:
         values = body(resource.patch).model_dump(exclude_unset=True)
-        row = _guarded(lambda: clinical.update(db(), resource.model, row_id, values,
+        row = guarded(lambda: clinical.update(db(), resource.model, row_id, values,
                                                organisation_id=current_caller().organisation_id))
         return jsonify(_out(resource, row))
 
