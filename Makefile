@@ -20,6 +20,11 @@ PORT ?= 8000
 ifndef TRIAGE_SECRET_KEY
 TRIAGE_SECRET_KEY := $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
 endif
+# Secrets at rest (webhook signing secrets) need a key that survives restarts: generated once per
+# checkout into var/ (never committed) unless one is given.
+ifndef TRIAGE_ENCRYPTION_KEYS
+TRIAGE_ENCRYPTION_KEYS = $(shell mkdir -p var && { test -s var/encryption.key || $(PYTHON) -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())' > var/encryption.key; } && cat var/encryption.key)
+endif
 PYTEST_ARGS ?=
 
 # $(call services,DB_VAR,REDIS_VAR,DATABASE): services.sh waits for the URLs the user gave
@@ -28,7 +33,8 @@ PYTEST_ARGS ?=
 given = $(if $(filter-out file,$(origin $(1))),$(2)='$($(1))')
 services = env -u DATABASE_URL -u REDIS_URL $(call given,$(1),DATABASE_URL) $(call given,$(2),REDIS_URL) \
 	scripts/services.sh --database $(3)
-DEV_ENV = DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' TRIAGE_SECRET_KEY='$(TRIAGE_SECRET_KEY)'
+DEV_ENV = DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' TRIAGE_SECRET_KEY='$(TRIAGE_SECRET_KEY)' \
+	TRIAGE_ENCRYPTION_KEYS='$(TRIAGE_ENCRYPTION_KEYS)'
 
 .PHONY: venv install up test bench lint
 

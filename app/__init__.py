@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.extensions["triage"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["SECRET_KEY"] = runtime.settings.require_secret_key()
+    register_secrets(app, runtime.settings)
     register_request_ids(app)
     register_errors(app)
     register_auth(app)
@@ -46,6 +47,13 @@ def register_request_ids(app: Flask) -> None:
     def _echo(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+def register_secrets(app: Flask, settings: Settings) -> None:
+    """The box that seals webhook signing secrets at rest (fails at boot without its keys)."""
+    from app.secrets_at_rest import SecretBox
+
+    app.extensions["triage.secrets"] = SecretBox(settings.require_encryption_keys())
 
 
 def register_errors(app: Flask) -> None:
@@ -97,9 +105,9 @@ def register_metrics(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The API's routes, and rq-dashboard under admin authentication (after the rate limiter)."""
-    from app.api import admin, administrations, clinical, health, jobs, openapi
+    from app.api import admin, administrations, breakers, clinical, health, jobs, openapi, webhooks
     from app.api.dashboard import register_dashboard
 
-    for module in (health, jobs, clinical, administrations, admin, openapi):
+    for module in (health, jobs, clinical, administrations, webhooks, admin, breakers, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

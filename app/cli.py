@@ -43,6 +43,8 @@ def worker(queues: tuple[str, ...], processes: int, burst: bool, max_jobs: int |
     from workers.worker import run_worker
 
     runtime = _runtime(pool_size=2)
+    if "webhooks" in names:
+        runtime.settings.require_encryption_keys()  # deliveries are signed with secrets stored encrypted
     limit = max_jobs if max_jobs is not None else runtime.settings.worker_max_jobs
     sys.exit(run_worker(runtime, names, burst=burst, max_jobs=limit))
 
@@ -294,3 +296,16 @@ def db_upgrade(revision: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys for secrets stored in PostgreSQL (TRIAGE_ENCRYPTION_KEYS)."""
+
+
+@keys.command("generate")
+def generate_key() -> None:
+    """Print a new key; put it first in TRIAGE_ENCRYPTION_KEYS (keep the old ones after it)."""
+    from app.secrets_at_rest import generate_key as new_key
+
+    click.echo(new_key())

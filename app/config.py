@@ -31,6 +31,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _sqlalchemy_url(url: str) -> str:
     """Pin the psycopg2 driver: SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://"):
@@ -80,8 +89,27 @@ class Settings:
     # second dose of one prescription within this many minutes (unless the prescription sets its own).
     dose_tolerance: float = 0.05
     duplicate_window_minutes: int = 60
+    # Webhooks: attempt timeout; an endpoint failing without a success this long is disabled; how long
+    # a rotated-out signing secret still signs. Outbound HTTP may use plain http:// and loopback
+    # addresses only with egress_allow_loopback (development and tests; never in production).
+    webhook_timeout: float = 15.0
+    webhook_disable_after: float = 5 * 24 * 3600.0
+    webhook_secret_overlap: float = 24 * 3600.0
+    egress_allow_loopback: bool = False
+    # Circuit breakers (per webhook endpoint and alert channel, shared through Redis): consecutive
+    # failures that open one, and seconds before it lets a trial call through (half-open).
+    breaker_fail_max: int = 5
+    breaker_reset_seconds: float = 60.0
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
     secret_key: str | None = field(default=None, repr=False)
+    # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored in PostgreSQL.
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    def require_encryption_keys(self) -> tuple[str, ...]:
+        """The keys for secrets at rest; processes that store or use signing secrets need them."""
+        if not self.encryption_keys:
+            raise SettingsError("TRIAGE_ENCRYPTION_KEYS is required (generate one: triage keys generate)")
+        return self.encryption_keys
 
     def require_secret_key(self) -> str:
         """The session-signing key; the API fails at boot without a strong one."""
@@ -117,5 +145,12 @@ class Settings:
             max_body_bytes=_int(env, "TRIAGE_MAX_BODY_BYTES", 1024 * 1024),
             dose_tolerance=_float(env, "TRIAGE_DOSE_TOLERANCE", 0.05),
             duplicate_window_minutes=_int(env, "TRIAGE_DUPLICATE_WINDOW_MINUTES", 60),
+            webhook_timeout=_float(env, "TRIAGE_WEBHOOK_TIMEOUT", 15.0),
+            webhook_disable_after=_float(env, "TRIAGE_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
+            webhook_secret_overlap=_float(env, "TRIAGE_WEBHOOK_SECRET_OVERLAP", 24 * 3600.0),
+            egress_allow_loopback=_bool(env, "TRIAGE_EGRESS_ALLOW_LOOPBACK"),
+            breaker_fail_max=_int(env, "TRIAGE_BREAKER_FAIL_MAX", 5),
+            breaker_reset_seconds=_float(env, "TRIAGE_BREAKER_RESET_SECONDS", 60.0),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
+            encryption_keys=tuple(k.strip() for k in env.get("TRIAGE_ENCRYPTION_KEYS", "").split(",") if k.strip()),
         )

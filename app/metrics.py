@@ -52,6 +52,7 @@ from app.api.auth import requires
 from app.models import Job, JobStatus
 from app.queues import QUEUE_NAMES
 from app.runtime import Runtime
+from app.services import breakers
 from app.services.operations import PAUSED_KEY
 from workers.metrics import MULTIPROC_ENV
 
@@ -126,11 +127,12 @@ class StateCollector(Collector):
     def __init__(self, runtime: Runtime) -> None:
         self._redis = runtime.redis
         self._engine = runtime.engine
+        self._settings = runtime.settings
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("triage_metrics_source_up", "1 if the source answered this scrape.", labels=["source"])
         try:
-            families = queue_families(self._redis) + [worker_family(self._redis)]
+            families = queue_families(self._redis) + [worker_family(self._redis), self._breaker_family()]
             up.add_metric(["redis"], 1)
         except RedisError as exc:
             log.warning("Metrics: Redis unreachable (%s); queue and worker gauges left out", type(exc).__name__)
@@ -144,6 +146,13 @@ class StateCollector(Collector):
             up.add_metric(["database"], 0)
         yield from families
         yield up
+
+
+    def _breaker_family(self) -> Metric:
+        found = breakers.views(self._redis, fail_max=self._settings.breaker_fail_max,
+                               reset_seconds=self._settings.breaker_reset_seconds)
+        return _gauge("triage_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+                      "name", {v.name: float(breakers.STATE_VALUES.get(v.state, 1)) for v in found})
 
 
 def queue_families(redis: Redis) -> list[Metric]:

@@ -27,7 +27,7 @@ CATALOGUE: tuple[QueuePolicy, ...] = (
         30,
         8,
         # The first attempt runs at once; these are the waits before retries 1..7.
-        Schedule(delays=(5, 300, 1800, 7200, 18000, 36000, 36000), jitter=0.1),
+        Schedule(delays=(5, 300, 1800, 7200, 18000, 36000, 36000), jitter=0.2),
     ),
     QueuePolicy("reminders", 60, 3, Exponential(base=10, cap=600)),
     QueuePolicy("reports", 300, 3, Exponential(base=10, cap=600)),

@@ -25,7 +25,7 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@1
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 T = TypeVar("T")
 #: Every table a test may fill, emptied around each test.
-TABLES = ("events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
+TABLES = ("webhook_attempts", "webhook_deliveries", "webhook_endpoints", "events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
           "inventory_lots", "prescriptions", "allergies", "medications", "patients", "job_attempts", "jobs",
           "idempotency_keys", "api_clients", "organisations", "test_effects")
 
@@ -40,6 +40,9 @@ WORKER_ENV = {
     "TRIAGE_HARD_KILL_GRACE": "2",
     "TRIAGE_LOG_LEVEL": "INFO",
     "TRIAGE_SECRET_KEY": "test-only-secret-key-0123456789abcdef",
+    # A key for tests only (it protects nothing real); receivers run on loopback.
+    "TRIAGE_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTAxMjM0NTY=",
+    "TRIAGE_EGRESS_ALLOW_LOOPBACK": "1",
 }
 
 

@@ -1,4 +1,4 @@
-"""Every Triage table: the job ledger, the clinical domain and the event outbox."""
+"""Every Triage table: the job ledger, the clinical domain, the event outbox and its webhooks."""
 
 from app.models.clinical import (
     Administration,
@@ -14,6 +14,7 @@ from app.models.clinical import (
 )
 from app.models.events import Event
 from app.models.ledger import ApiClient, IdempotencyRecord, Job, JobAttempt, JobStatus, Organisation
+from app.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Administration",
@@ -21,6 +22,7 @@ __all__ = [
     "AdministrationStatus",
     "Allergy",
     "ApiClient",
+    "DeliveryStatus",
     "Event",
     "IdempotencyRecord",
     "InventoryLot",
@@ -33,4 +35,7 @@ __all__ = [
     "Prescription",
     "RecordConflict",
     "SafetyEvent",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

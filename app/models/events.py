@@ -1,7 +1,7 @@
 """The event outbox: domain events stored in the transaction that caused them, delivered later.
 
-The webhooks issue delivers them; until then they are kept, never dropped. Payloads carry ids
-and codes only, never PHI. `dedupe_key` makes emitting the same fact twice (a job run twice) a no-op.
+Emitting an event fans it out, in the same transaction, to one webhook delivery per subscribed
+endpoint (`dispatched_at` says when). Payloads carry ids and codes only, never PHI. `dedupe_key` makes emitting the same fact twice (a job run twice) a no-op.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,7 +21,6 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_undelivered", "id", postgresql_where=text("delivered_at IS NULL")),
         Index("ix_events_org_created", "organisation_id", "created_at"),
     )
 
@@ -31,4 +30,4 @@ class Event(Base):
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,4 @@
-"""Domain events into the outbox table, in the caller's transaction (the webhooks issue delivers them)."""
+"""Domain events into the outbox table, fanned out to webhook deliveries in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.models import Event
+from app.services import webhook_deliveries
 
 
-def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any]) -> None:
-    """Store an event once per (type, subject): a job that runs twice emits it once.
+def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any]) -> int | None:
+    """Store an event once per (type, subject) and create its deliveries; its id, or None if known.
 
-    Payloads carry ids and codes only, never PHI; subscribers read details through the API.
+    A job that runs twice emits the event once. Payloads carry ids and codes only, never PHI;
+    subscribers read details through the API.
     """
-    session.execute(
+    event_id: int | None = session.execute(
         insert(Event)
         .values(organisation_id=organisation_id, type=type, dedupe_key=f"{type}:{subject}",
                 payload={"type": type, **payload})
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
+        .returning(Event.id)
+    ).scalar_one_or_none()
+    if event_id is not None:
+        webhook_deliveries.fan_out(session, event_id, organisation_id, type)
+    return event_id

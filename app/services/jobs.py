@@ -58,8 +58,12 @@ def submit(
     idempotency_key: str | None = None,
     request_id: str | None = None,
     queue: str | None = None,
+    max_attempts: int | None = None,
 ) -> Job:
-    """Write a job to the ledger in the caller's transaction; it is enqueued after commit."""
+    """Write a job to the ledger in the caller's transaction; it is enqueued after commit.
+
+    `max_attempts` overrides the kind's limit for this job (e.g. a webhook endpoint's own schedule).
+    """
     spec: JobSpec = spec_for(func)
     queue_name = policy_for(queue).name if queue else spec.queue
     _check_json(list(args), "arguments")
@@ -71,7 +75,7 @@ def submit(
         # Queued at commit: the outbox pushes it to Redis right after, or marks it pending if it cannot.
         status=JobStatus.QUEUED.value,
         attempts=0,
-        max_attempts=spec.max_attempts,
+        max_attempts=max_attempts or spec.max_attempts,
         idempotency_key=idempotency_key,
         request_id=request_id,
     )

@@ -37,11 +37,12 @@ def test_schedule_uses_its_delays_in_order_then_repeats_the_last_within_jitter()
         assert base * 0.9 <= delay <= base * 1.1
 
 
-def test_webhook_queue_follows_the_long_schedule() -> None:
+def test_webhook_queue_follows_the_long_schedule_with_twenty_percent_jitter() -> None:
     backoff = policy_for("webhooks").backoff
     rng = random.Random(3)
-    assert 4.5 <= backoff.delay(1, rng) <= 5.5
-    assert 32400 <= backoff.delay(7, rng) <= 39600
+    firsts = [backoff.delay(1, rng) for _ in range(200)]
+    assert all(4.0 <= d <= 6.0 for d in firsts) and min(firsts) < 4.5 and max(firsts) > 5.5
+    assert all(28800 <= backoff.delay(7, rng) <= 43200 for _ in range(50))
 
 
 @pytest.mark.parametrize("policy", CATALOGUE, ids=lambda p: p.name)

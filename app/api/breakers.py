@@ -1,0 +1,51 @@
+"""Operators' view of the circuit breakers (scope `admin`): list them, force one closed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from app.api.auth import current_caller, requires
+from app.api.openapi import Operation, documented
+from app.api.problems import Problem
+from app.api.webhook_schemas import BreakerList, BreakerOut
+from app.runtime import Runtime
+from app.services import breakers
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("breakers", __name__, url_prefix="/v1/admin")
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["triage"]
+    return runtime
+
+
+@blueprint.get("/breakers")
+@requires("admin")
+@documented(Operation("Every circuit breaker with its state (closed, open, half-open) and failure count",
+                      response=BreakerList, tags=("admin",)))
+def list_breakers() -> Response:
+    """Read from Redis, where every worker process keeps them."""
+    runtime = _runtime()
+    found = breakers.views(runtime.redis, fail_max=runtime.settings.breaker_fail_max,
+                           reset_seconds=runtime.settings.breaker_reset_seconds)
+    return jsonify(BreakerList(items=[BreakerOut(**asdict(v)) for v in found]).model_dump(mode="json"))
+
+
+@blueprint.post("/breakers/<name>/reset")
+@requires("admin")
+@documented(Operation("Force a circuit breaker closed (audited)", response=BreakerOut, errors=(401, 403, 404),
+                      tags=("admin",)))
+def reset_breaker(name: str) -> Response:
+    """Waiting deliveries go out at their next scheduled attempt."""
+    runtime = _runtime()
+    try:
+        view = breakers.reset(runtime.redis, name, fail_max=runtime.settings.breaker_fail_max,
+                              reset_seconds=runtime.settings.breaker_reset_seconds)
+    except breakers.UnknownBreakerError:
+        raise Problem(404, "Not Found", f"No circuit breaker named {name!r}.") from None
+    log.warning("Breaker %s: forced closed by API client %s (audit)", name, current_caller().client_id)
+    return jsonify(BreakerOut(**asdict(view)).model_dump(mode="json"))
