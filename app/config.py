@@ -100,6 +100,11 @@ class Settings:
     # failures that open one, and seconds before it lets a trial call through (half-open).
     breaker_fail_max: int = 5
     breaker_reset_seconds: float = 60.0
+    # Alerts (checked by the scheduler every alert_interval s): dead letters at or past this count,
+    # a queue's oldest waiting job older than this many seconds.
+    alert_interval: float = 10.0
+    alert_dead_letters: int = 100
+    alert_queue_age: float = 300.0
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
     secret_key: str | None = field(default=None, repr=False)
     # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored in PostgreSQL.
@@ -151,6 +156,9 @@ class Settings:
             egress_allow_loopback=_bool(env, "TRIAGE_EGRESS_ALLOW_LOOPBACK"),
             breaker_fail_max=_int(env, "TRIAGE_BREAKER_FAIL_MAX", 5),
             breaker_reset_seconds=_float(env, "TRIAGE_BREAKER_RESET_SECONDS", 60.0),
+            alert_interval=_float(env, "TRIAGE_ALERT_INTERVAL", 10.0),
+            alert_dead_letters=_int(env, "TRIAGE_ALERT_DEAD_LETTERS", 100),
+            alert_queue_age=_float(env, "TRIAGE_ALERT_QUEUE_AGE", 300.0),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
             encryption_keys=tuple(k.strip() for k in env.get("TRIAGE_ENCRYPTION_KEYS", "").split(",") if k.strip()),
         )

@@ -6,6 +6,8 @@ key is rotated by putting a new one first and re-encrypting at leisure.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
@@ -29,6 +31,12 @@ class SecretBox:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
             raise SecretDecryptionError("no configured encryption key opens this secret") from None
+
+
+@lru_cache(maxsize=4)
+def box_for(keys: tuple[str, ...]) -> SecretBox:
+    """A process-wide box for these keys (building one parses every key)."""
+    return SecretBox(keys)
 
 
 def generate_key() -> str:

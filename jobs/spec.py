@@ -13,7 +13,7 @@ from jobs.backoff import Backoff
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules that declare the built-in job kinds; importing them fills the registry.
-BUILTIN_MODULES: tuple[str, ...] = ("jobs.maintenance", "jobs.administrations", "jobs.webhooks")
+BUILTIN_MODULES: tuple[str, ...] = ("jobs.maintenance", "jobs.administrations", "jobs.webhooks", "jobs.alerts")
 
 
 class UnknownJobKindError(LookupError):

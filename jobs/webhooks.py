@@ -12,23 +12,18 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
-from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
-from pybreaker import CircuitBreaker, CircuitBreakerError
-from rq import get_current_job
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import DeliveryStatus, Event, Job, WebhookDelivery, WebhookEndpoint
+from app.models import DeliveryStatus, Event, WebhookEndpoint
 from app.runtime import Runtime, current
-from app.secrets_at_rest import SecretBox
-from app.services import breakers, egress, webhook_endpoints
+from app.secrets_at_rest import box_for
+from app.services import alerts, egress, webhook_endpoints
 from app.services import webhook_deliveries as deliveries
+from jobs import outbound_http
 from jobs.backoff import Schedule
 from jobs.errors import PermanentError, Postpone, TransientError
+from jobs.outbound_http import BreakerOpen, Sent
 from jobs.spec import job_kind
 from workers import webhook_metrics
 
@@ -51,42 +46,6 @@ class Plan:
     rate_limit: int | None
 
 
-@dataclass(frozen=True)
-class Sent:
-    """What an attempt produced: a response, or the error that prevented one."""
-
-    response: egress.Response | None = None
-    error: str | None = None
-    refused: bool = False  # the URL now resolves to a forbidden address
-
-
-@lru_cache(maxsize=4)
-def _box(keys: tuple[str, ...]) -> SecretBox:
-    return SecretBox(keys)
-
-
-@lru_cache(maxsize=4)
-def _limiter(redis_url: str) -> FixedWindowRateLimiter:
-    return FixedWindowRateLimiter(storage_from_string(redis_url))
-
-
-def endpoint_breaker(runtime: Runtime, endpoint_id: int) -> CircuitBreaker:
-    """The endpoint's breaker, shared by every worker through Redis."""
-    s = runtime.settings
-    return breakers.breaker(runtime.redis, f"webhook-endpoint-{endpoint_id}", fail_max=s.breaker_fail_max,
-                            reset_seconds=s.breaker_reset_seconds)
-
-
-def _attempt_number(session: Session, delivery: WebhookDelivery) -> tuple[int, bool]:
-    """This attempt's number and whether it is the last, from the ledger job that runs it."""
-    this = get_current_job()
-    job_id = int(this.id) if this is not None and this.id.isdigit() else delivery.job_id
-    row = session.execute(select(Job.attempts, Job.max_attempts).where(Job.id == job_id)).one_or_none()
-    if row is None or row.attempts == 0:  # called directly (tests): count the delivery's own attempts
-        return delivery.attempts + 1, False
-    return row.attempts, row.attempts >= row.max_attempts
-
-
 def _plan(runtime: Runtime, session: Session, delivery_id: int, now: datetime) -> Plan | str | None:
     """The attempt to make; None when there is nothing to do; a reason when the endpoint is disabled."""
     delivery = deliveries.get(session, delivery_id, organisation_id=None, lock=True)
@@ -101,58 +60,16 @@ def _plan(runtime: Runtime, session: Session, delivery_id: int, now: datetime) -
         return f"endpoint {endpoint.id} is disabled: {endpoint.disabled_reason}"
     event = session.get(Event, delivery.event_id)
     assert event is not None  # a foreign key
-    attempt, last = _attempt_number(session, delivery)
+    attempt, last = outbound_http.attempt_number(session, delivery.job_id, delivery.attempts)
     payload = deliveries.body(event)
-    secrets = webhook_endpoints.signing_secrets(_box(runtime.settings.require_encryption_keys()), endpoint, now)
+    secrets = webhook_endpoints.signing_secrets(box_for(runtime.settings.require_encryption_keys()), endpoint, now)
     return Plan(delivery.id, endpoint.id, endpoint.url, payload,
                 deliveries.signed_headers(delivery.message_id, now, payload, secrets), attempt, last,
                 deliveries.schedule_of(endpoint), endpoint.rate_limit_per_minute)
 
 
-def _hold_back(runtime: Runtime, plan: Plan, cb: CircuitBreaker) -> None:
-    """Postpone (no attempt spent) while the breaker is open or the endpoint's rate is used up."""
-    wait = breakers.wait_seconds(cb)
-    if wait > 0:
-        webhook_metrics.POSTPONED.labels("breaker_open").inc()
-        raise Postpone(wait, f"circuit breaker of endpoint {plan.endpoint_id} is open")
-    if plan.rate_limit:
-        limiter = _limiter(runtime.settings.redis_url)
-        item = RateLimitItemPerMinute(plan.rate_limit)
-        if not limiter.hit(item, "webhook-endpoint", str(plan.endpoint_id)):
-            reset_at = limiter.get_window_stats(item, "webhook-endpoint", str(plan.endpoint_id)).reset_time
-            webhook_metrics.POSTPONED.labels("rate_limited").inc()
-            raise Postpone(max(1.0, reset_at - datetime.now(UTC).timestamp()), "endpoint rate limit reached")
-
-
-class _Unsuccessful(Exception):
-    """A non-2xx answer: a failure for the breaker."""
-
-    def __init__(self, response: egress.Response) -> None:
-        super().__init__(f"HTTP {response.status}")
-        self.response = response
-
-
-def _send(runtime: Runtime, plan: Plan, cb: CircuitBreaker) -> Sent:
-    settings = runtime.settings
-    try:
-        with cb.calling():
-            response = egress.post(plan.url, plan.body, plan.headers, timeout=settings.webhook_timeout,
-                                   allow_loopback=settings.egress_allow_loopback)
-            if not 200 <= response.status < 300:
-                raise _Unsuccessful(response)
-    except CircuitBreakerError:
-        raise Postpone(max(1.0, breakers.wait_seconds(cb)), "circuit breaker opened meanwhile") from None
-    except _Unsuccessful as failed:
-        return Sent(failed.response)
-    except egress.EgressRefusedError as exc:
-        return Sent(error=str(exc)[:500], refused=True)
-    except egress.EgressFailedError as exc:
-        return Sent(error=str(exc)[:500])
-    return Sent(response)
-
-
 def _outcome(sent: Sent) -> str:
-    status = sent.response.status if sent.response else None
+    status = sent.status
     if status is not None and 200 <= status < 300:
         return "delivered"
     if status == 410 or sent.refused:
@@ -161,10 +78,22 @@ def _outcome(sent: Sent) -> str:
 
 
 def _delay(plan: Plan, sent: Sent) -> float:
+    """The scheduled wait, or longer when the receiver's Retry-After asks for it (never shorter:
+    a receiver answering `Retry-After: 0` must not burn every attempt in seconds)."""
+    scheduled = Schedule(plan.schedule or (0.0,), jitter=0.2).delay(plan.attempt, _rng)
     asked = egress.retry_after(sent.response.headers) if sent.response else None
-    if asked is not None:
-        return asked
-    return Schedule(plan.schedule or (0.0,), jitter=0.2).delay(plan.attempt, _rng)
+    return max(scheduled, asked or 0.0)
+
+
+def _breaker_alert(session: Session, endpoint: WebhookEndpoint, sent: Sent) -> None:
+    """Raise an alert when this attempt opened the endpoint's breaker; resolve it when one closes it."""
+    name = f"webhook-endpoint-{endpoint.id}"
+    if sent.breaker_opened:
+        alerts.trigger(session, alerts.Condition(endpoint.organisation_id, "breaker_open", name, "error",
+                                                 f"Circuit breaker {name} opened after repeated delivery failures.",
+                                                 {"breaker": name, "endpoint_id": endpoint.id}))
+    elif sent.breaker_closed:
+        alerts.resolve(session, endpoint.organisation_id, "breaker_open", name)
 
 
 def _settle(runtime: Runtime, plan: Plan, sent: Sent, now: datetime) -> Exception | None:
@@ -179,6 +108,7 @@ def _settle(runtime: Runtime, plan: Plan, sent: Sent, now: datetime) -> Exceptio
         delivery = deliveries.get(session, plan.delivery_id, organisation_id=None, lock=True)
         endpoint = session.get(WebhookEndpoint, plan.endpoint_id, with_for_update=True)
         assert endpoint is not None
+        _breaker_alert(session, endpoint, sent)
         if outcome == "delivered":
             endpoint.failing_since = None
             deliveries.record(session, delivery, record, DeliveryStatus.DELIVERED)
@@ -190,6 +120,9 @@ def _settle(runtime: Runtime, plan: Plan, sent: Sent, now: datetime) -> Exceptio
                 f"failing since {endpoint.failing_since.isoformat()} without a success"
             webhook_endpoints.disable(endpoint, reason)
             log.warning("Webhook endpoint %s: disabled (%s)", endpoint.id, reason)
+            alerts.trigger(session, alerts.Condition(endpoint.organisation_id, "endpoint_disabled", str(endpoint.id),
+                                                     "warning", f"Webhook endpoint {endpoint.id} was disabled: {reason}.",
+                                                     {"endpoint_id": endpoint.id}))
             deliveries.record(session, delivery, record, DeliveryStatus.DEAD)
             return PermanentError(f"endpoint {endpoint.id} disabled: {reason}")
         if outcome == "failed" or plan.last:
@@ -211,20 +144,46 @@ def deliver(delivery_id: int) -> None:
         return
     if isinstance(plan, str):
         raise PermanentError(plan)
-    cb = endpoint_breaker(runtime, plan.endpoint_id)
-    _hold_back(runtime, plan, cb)
-    sent = _send(runtime, plan, cb)
+    cb = outbound_http.target_breaker(runtime, f"webhook-endpoint-{plan.endpoint_id}")
+    try:
+        outbound_http.hold_back(runtime, cb, plan.rate_limit)
+    except Postpone as held:
+        webhook_metrics.POSTPONED.labels("breaker_open" if isinstance(held, BreakerOpen) else "rate_limited").inc()
+        raise
+    try:
+        sent = outbound_http.call(runtime, cb, plan.url, plan.body, plan.headers,
+                                  timeout=runtime.settings.webhook_timeout)
+    except Exception as exc:  # a timeout or outage mid-attempt: record it, then let the pipeline decide
+        _interrupted(runtime, plan, exc)
+        raise
     webhook_metrics.observe(_outcome(sent), sent.response.latency_ms if sent.response else None)
     error = _settle(runtime, plan, sent, now)
     if error is not None:
         raise error
 
 
+def _interrupted(runtime: Runtime, plan: Plan, exc: Exception) -> None:
+    """Keep the delivery's status true when an attempt dies outside the HTTP call's own handling."""
+    if isinstance(exc, Postpone):
+        return
+    status = DeliveryStatus.DEAD if plan.last else DeliveryStatus.RETRYING
+    record = deliveries.AttemptRecord(plan.attempt, "failed" if plan.last else "retry",
+                                      error=f"attempt interrupted: {type(exc).__name__}")
+    with runtime.sessions.begin() as session:
+        deliveries.record(session, deliveries.get(session, plan.delivery_id, organisation_id=None, lock=True),
+                          record, status)
+
+
 @job_kind(deliveries.RECOVER_KIND, queue="webhooks", timeout=300, max_attempts=3)
 def recover(organisation_id: int, endpoint_id: int, since: str) -> None:
     """Send every dead delivery of an endpoint since a time again (delivered ones are left alone)."""
+    sent = 0
     with current().sessions.begin() as session:
-        ids = deliveries.recoverable(session, endpoint_id, datetime.fromisoformat(since))
-        for delivery_id in ids:
-            deliveries.replay(session, delivery_id, organisation_id=organisation_id)
-    log.info("Webhook endpoint %s: %s dead deliveries sent again", endpoint_id, len(ids))
+        for delivery_id in deliveries.recoverable(session, endpoint_id, datetime.fromisoformat(since)):
+            try:
+                with session.begin_nested():
+                    deliveries.replay(session, delivery_id, organisation_id=organisation_id)
+                sent += 1
+            except deliveries.DeliveryStateError as exc:  # replayed meanwhile, or the endpoint went away
+                log.info("Webhook delivery %s: not recovered (%s)", delivery_id, exc)
+    log.info("Webhook endpoint %s: %s dead deliveries sent again", endpoint_id, sent)

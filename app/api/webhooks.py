@@ -141,14 +141,23 @@ def rotate_secret(endpoint_id: int) -> Response:
                    .model_dump(mode="json"))
 
 
+def _enabled(endpoint_id: int) -> Any:
+    """The caller's endpoint, or 409 when it is disabled (deliveries to it would die at once)."""
+    endpoint = guarded(lambda: webhook_endpoints.get(db(), endpoint_id, organisation_id=_org()))
+    if not endpoint.enabled:
+        raise Problem(409, "Conflict", f"Endpoint {endpoint_id} is disabled ({endpoint.disabled_reason}); "
+                      "enable it first.", "endpoint-disabled")
+    return endpoint
+
+
 @blueprint.post("/endpoints/<int:endpoint_id>/test")
 @requires(_SCOPE)
 @idempotent()
 @documented(Operation("Send a webhook.ping event to this endpoint", response=s.Accepted, status=202,
-                      idempotent=True, errors=(401, 403, 404), tags=_TAGS))
+                      idempotent=True, errors=(401, 403, 404, 409), tags=_TAGS))
 def test_endpoint(endpoint_id: int) -> tuple[Response, int]:
     """A ping delivery, signed and retried like any other."""
-    endpoint = guarded(lambda: webhook_endpoints.get(db(), endpoint_id, organisation_id=_org()))
+    endpoint = _enabled(endpoint_id)
     delivery_id = deliveries.ping(db(), endpoint)
     link = url_for("webhooks.get_delivery", delivery_id=delivery_id)
     return jsonify(s.Accepted(delivery_id=delivery_id, links={"delivery": link}).model_dump()), 202
@@ -158,11 +167,11 @@ def test_endpoint(endpoint_id: int) -> tuple[Response, int]:
 @requires(_SCOPE)
 @idempotent()
 @documented(Operation("Send again, as a background job, every dead delivery since a time", query=s.RecoverQuery,
-                      response=s.Accepted, status=202, idempotent=True, errors=(401, 403, 404, 422), tags=_TAGS))
+                      response=s.Accepted, status=202, idempotent=True, errors=(401, 403, 404, 409, 422), tags=_TAGS))
 def recover_endpoint(endpoint_id: int) -> tuple[Response, int]:
     """Delivered ones are skipped; re-enable a disabled endpoint first."""
     since = query(s.RecoverQuery).since
-    guarded(lambda: webhook_endpoints.get(db(), endpoint_id, organisation_id=_org()))
+    _enabled(endpoint_id)
     matched = len(deliveries.recoverable(db(), endpoint_id, since))
     job = jobs.submit(db(), deliveries.RECOVER_KIND, _org(), endpoint_id, since.isoformat(), organisation_id=_org())
     link = url_for("jobs.get_job", job_id=job.id)

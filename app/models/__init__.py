@@ -1,5 +1,6 @@
-"""Every Triage table: the job ledger, the clinical domain, the event outbox and its webhooks."""
+"""Every Triage table: the job ledger, the clinical domain, the event outbox, webhooks and alerts."""
 
+from app.models.alerts import Alert, AlertChannel, AlertNotification
 from app.models.clinical import (
     Administration,
     AdministrationRevision,
@@ -20,6 +21,9 @@ __all__ = [
     "Administration",
     "AdministrationRevision",
     "AdministrationStatus",
+    "Alert",
+    "AlertChannel",
+    "AlertNotification",
     "Allergy",
     "ApiClient",
     "DeliveryStatus",

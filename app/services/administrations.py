@@ -34,7 +34,7 @@ from app.models import (
     RecordConflict,
     SafetyEvent,
 )
-from app.services import safety
+from app.services import alerts, safety
 from app.services.clinical import check_references, get
 from app.services.events import emit
 from app.services.jobs import submit
@@ -219,6 +219,12 @@ def _block(session: Session, adm: Administration, block: safety.Block) -> Decisi
     emit(session, organisation_id=adm.organisation_id, type="safety.alert", subject=str(event.id),
          payload={"safety_event_id": event.id, "event_type": block.event_type, "severity": block.severity,
                   "administration_id": adm.id})
+    alerts.trigger(session, alerts.Condition(
+        adm.organisation_id, "safety_event", str(event.id), alerts.SAFETY_SEVERITY[block.severity],
+        f"Safety event {block.event_type} ({block.severity}): a dose was blocked (administration {adm.id}, "
+        f"safety event {event.id}, organisation {adm.organisation_id}).",
+        {"safety_event_id": event.id, "administration_id": adm.id, "event_type": block.event_type,
+         "severity": block.severity}))
     return Decision(AdministrationStatus.BLOCKED.value, block.event_type.lower(), block.severity, latency)
 
 

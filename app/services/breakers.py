@@ -36,6 +36,10 @@ class UnknownBreakerError(LookupError):
     """No breaker of that name has been used."""
 
 
+def _not_a_failure(exc: BaseException) -> bool:
+    return not isinstance(exc, Exception)
+
+
 def breaker(redis: Redis, name: str, *, fail_max: int, reset_seconds: float) -> CircuitBreaker:
     """The process's handle on a shared breaker (state and counters live in Redis)."""
     key = (id(redis), name)
@@ -43,8 +47,9 @@ def breaker(redis: Redis, name: str, *, fail_max: int, reset_seconds: float) -> 
     if found is None:
         redis.sadd(REGISTRY_KEY, name)
         storage = CircuitRedisStorage(STATE_CLOSED, redis, namespace=f"triage:{name}")
+        # A drain or shutdown (BaseException) interrupting a call says nothing about the target.
         found = CircuitBreaker(fail_max=fail_max, reset_timeout=reset_seconds, state_storage=storage, name=name,
-                               throw_new_error_on_trip=False)
+                               throw_new_error_on_trip=False, exclude=[_not_a_failure])
         _CACHE[key] = found
     found.fail_max, found.reset_timeout = fail_max, reset_seconds
     return found

@@ -22,7 +22,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., list[tuple[Any, ...]]]
@@ -84,9 +91,24 @@ def parse(url: str, *, allow_loopback: bool) -> Target:
     return Target(parts.scheme, parts.hostname, port, path)
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded(address: Address) -> Address:
+    """The IPv4 address inside an IPv4-mapped, 6to4 or NAT64 IPv6 address (they reach it)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def _public(address: Address, allow_loopback: bool) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _embedded(address)
     if allow_loopback and address.is_loopback:
         return True
     return address.is_global and not address.is_multicast
@@ -96,8 +118,10 @@ def resolve(target: Target, *, allow_loopback: bool, resolver: Resolver = socket
     """Every address the host resolves to, all of them public, or EgressRefusedError."""
     try:
         infos = resolver(target.host, target.port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise EgressRefusedError(f"the host {target.host!r} does not resolve") from None
+    except UnicodeError:
+        raise EgressRefusedError(f"the host {target.host!r} is not a valid name") from None
+    except socket.gaierror:  # may be a passing DNS failure: retried at delivery, refused at registration
+        raise EgressFailedError(f"the host {target.host!r} does not resolve") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
     if not addresses:
         raise EgressRefusedError(f"the host {target.host!r} does not resolve")
@@ -108,8 +132,11 @@ def resolve(target: Target, *, allow_loopback: bool, resolver: Resolver = socket
 
 
 def check(url: str, *, allow_loopback: bool, resolver: Resolver = socket.getaddrinfo) -> None:
-    """Refuse a URL that is not HTTPS to public addresses (at registration)."""
-    resolve(parse(url, allow_loopback=allow_loopback), allow_loopback=allow_loopback, resolver=resolver)
+    """Refuse a URL that is not HTTPS to public addresses, or whose host does not resolve (at registration)."""
+    try:
+        resolve(parse(url, allow_loopback=allow_loopback), allow_loopback=allow_loopback, resolver=resolver)
+    except EgressFailedError as exc:
+        raise EgressRefusedError(str(exc)) from None
 
 
 _POOLS: OrderedDict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = OrderedDict()
@@ -144,7 +171,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, a
         reply = _pool(target, address).urlopen(
             "POST", target.path, body=body, headers={**headers, "Host": target.host_header},
             redirect=False, retries=False, preload_content=False, assert_same_host=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout))
+            timeout=urllib3.Timeout(total=timeout))
         data = reply.read(BODY_LIMIT)
         if reply.length_remaining is not None and reply.length_remaining <= 64 * 1024:
             reply.drain_conn()  # a short rest: read it so the connection can be reused
@@ -152,9 +179,19 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, a
             reply.close()  # an endless or large body: drop the connection instead of reading it
         reply.release_conn()
     except HTTPError as exc:
-        raise EgressFailedError(f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise EgressFailedError(_describe(exc)) from None
     latency = (time.perf_counter() - started) * 1000
     return Response(reply.status, dict(reply.headers), data, latency, str(address))
+
+
+def _describe(exc: HTTPError) -> str:
+    """What went wrong, without the URL (its path or query may carry a token)."""
+    for kind, text in ((ConnectTimeoutError, "connect timed out"), (ReadTimeoutError, "read timed out"),
+                       (NewConnectionError, "connection refused or unreachable"), (SSLError, "TLS failed"),
+                       (ProtocolError, "connection broken")):
+        if isinstance(exc, kind):
+            return f"{type(exc).__name__}: {text}"
+    return type(exc).__name__
 
 
 def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:

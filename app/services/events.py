@@ -11,10 +11,11 @@ from app.models import Event
 from app.services import webhook_deliveries
 
 
-def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any]) -> int | None:
+def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any],
+         deliver: bool = True) -> int | None:
     """Store an event once per (type, subject) and create its deliveries; its id, or None if known.
 
-    A job that runs twice emits the event once. Payloads carry ids and codes only, never PHI;
+    A job that runs twice emits the event once. `deliver=False` stores it without webhook deliveries. Payloads carry ids and codes only, never PHI;
     subscribers read details through the API.
     """
     event_id: int | None = session.execute(
@@ -24,6 +25,6 @@ def emit(session: Session, *, organisation_id: int, type: str, subject: str, pay
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(Event.id)
     ).scalar_one_or_none()
-    if event_id is not None:
+    if event_id is not None and deliver:
         webhook_deliveries.fan_out(session, event_id, organisation_id, type)
     return event_id

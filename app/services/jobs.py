@@ -139,6 +139,9 @@ def requeue_dead(session: Session, job_id: int, *, organisation_id: int | None =
                 updated_at=func.now())
     )
     stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments, from_dead=True))
+    from app.services import alerts  # alerts submit jobs through this module
+
+    alerts.resolve(session, job.organisation_id, "critical_dead_letter", str(job.id))
     return job
 
 

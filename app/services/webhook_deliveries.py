@@ -193,16 +193,19 @@ def record(session: Session, delivery: WebhookDelivery, attempt: AttemptRecord, 
 def replay(session: Session, delivery_id: int, *, organisation_id: int) -> WebhookDelivery:
     """Send a delivery again (same webhook-id): a dead one gets fresh attempts, a delivered one is resent."""
     delivery = get(session, delivery_id, organisation_id=organisation_id, lock=True)
-    if delivery.status in (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value):
+    job = session.get(Job, delivery.job_id) if delivery.job_id else None
+    job_dead = job is not None and job.status == JobStatus.DEAD.value
+    if delivery.status in (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value) and not job_dead:
         raise DeliveryStateError(f"delivery {delivery_id} is {delivery.status}: an attempt is already scheduled")
     endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
     if endpoint is None or endpoint.deleted_at is not None:
         raise DeliveryStateError(f"delivery {delivery_id}'s endpoint was deleted")
-    job = session.get(Job, delivery.job_id) if delivery.job_id else None
+    if not endpoint.enabled:
+        raise DeliveryStateError(f"endpoint {endpoint.id} is disabled: enable it first")
     delivery.status = DeliveryStatus.PENDING.value
     delivery.next_attempt_at = None
     delivery.updated_at = func.now()
-    if job is not None and job.status == JobStatus.DEAD.value:
+    if job is not None and job_dead:
         jobs.requeue_dead(session, job.id)
     else:
         _enqueue(session, delivery.id, delivery.organisation_id, endpoint)

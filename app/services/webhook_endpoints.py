@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.models import WebhookEndpoint
 from app.secrets_at_rest import SecretBox
-from app.services import egress
+from app.services import alerts, egress
 
 SECRET_PREFIX = "whsec_"
 #: An event-type pattern: dotted lowercase names, `*` as a wildcard (`administration.*`, `*`).
@@ -120,6 +120,7 @@ def update(session: Session, endpoint_id: int, values: dict[str, Any], *, organi
     if values.get("enabled") is True and not endpoint.enabled:
         endpoint.disabled_reason = None
         endpoint.failing_since = None
+        alerts.resolve(session, organisation_id, "endpoint_disabled", str(endpoint.id))
     elif values.get("enabled") is False and endpoint.enabled:
         endpoint.disabled_reason = "disabled by the organisation"
     for name, value in values.items():
@@ -139,7 +140,10 @@ def delete(session: Session, endpoint_id: int, *, organisation_id: int) -> None:
 
 def rotate_secret(session: Session, box: SecretBox, endpoint_id: int, *, organisation_id: int,
                   overlap_seconds: float, now: datetime) -> WithSecret:
-    """A new secret; the current one keeps signing (beside it) for `overlap_seconds`."""
+    """A new secret; the current one keeps signing (beside it) for `overlap_seconds`.
+
+    Two secrets at most: rotating again during an overlap retires the oldest at once (what an
+    emergency rotation after a leak needs)."""
     endpoint = get(session, endpoint_id, organisation_id=organisation_id, lock=True)
     secret = new_secret()
     endpoint.previous_secret_ciphertext = endpoint.secret_ciphertext

@@ -20,9 +20,10 @@ from app.api.administration_schemas import AdministrationIn
 from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.runtime import Runtime
 from app.secrets_at_rest import SecretBox
-from app.services import egress, events, webhook_endpoints
+from app.services import breakers, egress, events, webhook_endpoints
 from app.services.administrations import decide, receive
-from jobs.errors import PermanentError, TransientError
+from jobs import outbound_http
+from jobs.errors import DrainInterrupt, PermanentError, TransientError
 from jobs.webhooks import deliver
 from tests.support.clinic import add_allergy, seed_clinic
 from tests.support.receiver import Answer, Receiver, running_receiver
@@ -175,6 +176,33 @@ def test_a_connection_refused_is_retried(clean: Runtime, org_id: int) -> None:
     assert isinstance(attempt(delivery_id), TransientError)
     failed = delivery(clean, delivery_id)
     assert failed.status == "retrying" and failed.last_status_code is None and failed.last_error
+    assert "nothing-listens" not in failed.last_error  # no URL (it may carry a token) in errors
+
+
+def test_an_attempt_that_dies_mid_call_is_recorded(clean: Runtime, org_id: int, receiver: Receiver,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job timeout (or any error) inside the call leaves the delivery's status true, not pending."""
+    subscribe(clean, org_id, receiver.url())
+    delivery_id = emit(clean, org_id)
+
+    def timed_out(*_: Any, **__: Any) -> None:
+        raise TimeoutError("job timeout")
+
+    monkeypatch.setattr(outbound_http, "call", timed_out)
+    with pytest.raises(TimeoutError):
+        deliver(delivery_id)
+    stuck = delivery(clean, delivery_id)
+    assert stuck.status == "retrying" and stuck.attempts == 1 and "TimeoutError" in (stuck.last_error or "")
+
+
+def test_a_drain_interrupting_a_call_does_not_count_against_the_breaker(clean: Runtime) -> None:
+    cb = breakers.breaker(clean.redis, "drain-test", fail_max=1, reset_seconds=60)
+    with pytest.raises(DrainInterrupt), cb.calling():
+        raise DrainInterrupt()
+    assert cb.current_state == "closed"
+    with pytest.raises(ConnectionError), cb.calling():
+        raise ConnectionError("refused")
+    assert cb.current_state == "open"
 
 
 def test_an_endpoint_failing_for_days_is_disabled(clean: Runtime, org_id: int, receiver: Receiver) -> None:

@@ -142,3 +142,34 @@ def test_admin_breakers_need_admin_and_unknown_is_404(client: FlaskClient, alice
     assert client.get("/v1/admin/breakers", headers=alice.headers).status_code == 403
     assert client.get("/v1/admin/breakers", headers=admin.headers).json == {"items": []}
     assert client.post("/v1/admin/breakers/nope/reset", headers=admin.headers).status_code == 404
+
+
+def _resolving_to_v6(address: str) -> egress.Resolver:
+    def resolve(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+
+    return resolve
+
+
+@pytest.mark.parametrize("address", ["::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::", "fe80::1", "fc00::1"])
+def test_ipv6_forms_of_private_addresses_are_refused(address: str) -> None:
+    with pytest.raises(egress.EgressRefusedError, match="non-public"):
+        egress.check("https://hooks.example.org/x", allow_loopback=False, resolver=_resolving_to_v6(address))
+
+
+def test_a_name_that_does_not_resolve_is_refused_at_registration_and_retried_at_delivery() -> None:
+    def fails(*_: Any, **__: Any) -> list[tuple[Any, ...]]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    with pytest.raises(egress.EgressRefusedError, match="does not resolve"):
+        egress.check("https://hooks.example.org/x", allow_loopback=False, resolver=fails)
+    with pytest.raises(egress.EgressFailedError):
+        egress.post("https://hooks.example.org/x", b"{}", {}, timeout=1, allow_loopback=False, resolver=fails)
+
+
+def test_a_disabled_endpoint_cannot_be_pinged_or_recovered(client: FlaskClient, alice: Key) -> None:
+    endpoint_id = _create(client, alice, enabled=False).json["id"]
+    assert client.post(f"/v1/webhooks/endpoints/{endpoint_id}/test", headers=alice.headers).status_code == 409
+    recovered = client.post(f"/v1/webhooks/endpoints/{endpoint_id}/recover", headers=alice.headers,
+                            query_string={"since": "2026-01-01T00:00:00Z"})
+    assert recovered.status_code == 409
