@@ -105,9 +105,20 @@ def register_metrics(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The API's routes, and rq-dashboard under admin authentication (after the rate limiter)."""
-    from app.api import admin, administrations, alerts, breakers, clinical, health, jobs, openapi, webhooks
+    from app.api import (
+        admin,
+        administrations,
+        alerts,
+        breakers,
+        clinical,
+        health,
+        hl7,
+        jobs,
+        openapi,
+        webhooks,
+    )
     from app.api.dashboard import register_dashboard
 
-    for module in (health, jobs, clinical, administrations, webhooks, alerts, admin, breakers, openapi):
+    for module in (health, jobs, clinical, administrations, hl7, webhooks, alerts, admin, breakers, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

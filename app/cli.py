@@ -59,6 +59,14 @@ def scheduler(burst: bool) -> None:
 
 
 @main.command()
+def mllp() -> None:
+    """Run the HL7 MLLP listener (TRIAGE_MLLP_HOST:TRIAGE_MLLP_PORT); SIGTERM drains it."""
+    from workers.mllp import run_listener
+
+    run_listener(_runtime(pool_size=8))
+
+
+@main.command()
 def reconcile() -> None:
     """Enqueue ledger work that Redis lost, and recover jobs of dead workers (one pass)."""
     from workers.reconciler import reconciler_for

@@ -40,6 +40,17 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """`a=x,b=y` as ((a, x), (b, y))."""
+    pairs = []
+    for item in (i.strip() for i in env.get(name, "").split(",") if i.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SettingsError(f"{name}: {item!r} is not name=value")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def _sqlalchemy_url(url: str) -> str:
     """Pin the psycopg2 driver: SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://"):
@@ -105,6 +116,24 @@ class Settings:
     alert_interval: float = 10.0
     alert_dead_letters: int = 100
     alert_queue_age: float = 300.0
+    # HL7 v2: the MLLP listener's address and TLS (certificate and key files; both or neither), the
+    # organisation its messages belong to and the senders it takes (MSH-4 or MSH-3^MSH-4; empty: any),
+    # the largest message, idle connection timeout, the window in which a repeated sender + MSH-10
+    # gets the original ACK, and whether unsupported types are rejected (AR) instead of stored (AA).
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    mllp_tls_cert: str | None = None
+    mllp_tls_key: str | None = None
+    mllp_organisation: str = "mllp"
+    mllp_allowed_senders: frozenset[str] = frozenset()
+    mllp_idle_timeout: float = 300.0
+    hl7_max_bytes: int = 10 * 1024 * 1024
+    hl7_duplicate_window: float = 24 * 3600.0
+    hl7_reject_unsupported: bool = False
+    # Outbound HL7: named MLLP destinations ("lab=host:port,ris=tls://host:port") and the seconds an
+    # ACK may take to arrive.
+    hl7_destinations: tuple[tuple[str, str], ...] = ()
+    hl7_ack_timeout: float = 30.0
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
     secret_key: str | None = field(default=None, repr=False)
     # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored in PostgreSQL.
@@ -159,6 +188,19 @@ class Settings:
             alert_interval=_float(env, "TRIAGE_ALERT_INTERVAL", 10.0),
             alert_dead_letters=_int(env, "TRIAGE_ALERT_DEAD_LETTERS", 100),
             alert_queue_age=_float(env, "TRIAGE_ALERT_QUEUE_AGE", 300.0),
+            mllp_host=env.get("TRIAGE_MLLP_HOST") or "127.0.0.1",
+            mllp_port=_int(env, "TRIAGE_MLLP_PORT", 2575),
+            mllp_tls_cert=env.get("TRIAGE_MLLP_TLS_CERT") or None,
+            mllp_tls_key=env.get("TRIAGE_MLLP_TLS_KEY") or None,
+            mllp_organisation=env.get("TRIAGE_MLLP_ORGANISATION") or "mllp",
+            mllp_allowed_senders=frozenset(s.strip() for s in env.get("TRIAGE_MLLP_ALLOWED_SENDERS", "").split(",")
+                                           if s.strip()),
+            mllp_idle_timeout=_float(env, "TRIAGE_MLLP_IDLE_TIMEOUT", 300.0),
+            hl7_max_bytes=_int(env, "TRIAGE_HL7_MAX_BYTES", 10 * 1024 * 1024),
+            hl7_duplicate_window=_float(env, "TRIAGE_HL7_DUPLICATE_WINDOW", 24 * 3600.0),
+            hl7_reject_unsupported=_bool(env, "TRIAGE_HL7_REJECT_UNSUPPORTED"),
+            hl7_destinations=_pairs(env, "TRIAGE_HL7_DESTINATIONS"),
+            hl7_ack_timeout=_float(env, "TRIAGE_HL7_ACK_TIMEOUT", 30.0),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
             encryption_keys=tuple(k.strip() for k in env.get("TRIAGE_ENCRYPTION_KEYS", "").split(",") if k.strip()),
         )

@@ -10,8 +10,9 @@ Usage (from the repository root; PostgreSQL and Redis running):
     BENCH_DATABASE_URL=... BENCH_REDIS_URL=... .venv/bin/python bench/run_all.py
 
 Runs, in order: throughput.py (durable vs raw RQ), drain.py (SIGTERM and SIGKILL timings),
-memory.py (RSS over many jobs), api_latency.py (a job-creating POST at 200 req/s) and
-administrations.py (decisions per second; latency under a low-priority flood).
+memory.py (RSS over many jobs), api_latency.py (a job-creating POST at 200 req/s),
+administrations.py (decisions per second; latency under a low-priority flood) and webhooks.py
+(deliveries per second to a local receiver).
 profile_worker.py (A/B of worker tunings) is run by hand. Each benchmark runs as its own process with the same targets;
 it empties the ledger and the Redis db first, waiting until no other client uses them.
 """
@@ -42,6 +43,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
                     "--window", "500" if quick else "1000"]),
         ("API latency", ["bench/api_latency.py", "--seconds", "5" if quick else "15"]),
         ("administrations", ["bench/administrations.py", "--records", "500" if quick else "2000"]),
+        ("webhooks", ["bench/webhooks.py", "--events", "500" if quick else "2000"]),
     ]
 
 

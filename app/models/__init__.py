@@ -1,4 +1,4 @@
-"""Every Triage table: the job ledger, the clinical domain, the event outbox, webhooks and alerts."""
+"""Every Triage table: the job ledger, the clinical domain, the event outbox, webhooks, alerts and HL7/FHIR."""
 
 from app.models.alerts import Alert, AlertChannel, AlertNotification
 from app.models.clinical import (
@@ -14,6 +14,7 @@ from app.models.clinical import (
     SafetyEvent,
 )
 from app.models.events import Event
+from app.models.hl7 import FhirResource, Hl7Message, MessageStatus, OutboundMessage
 from app.models.ledger import ApiClient, IdempotencyRecord, Job, JobAttempt, JobStatus, Organisation
 from app.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -28,13 +29,17 @@ __all__ = [
     "ApiClient",
     "DeliveryStatus",
     "Event",
+    "FhirResource",
+    "Hl7Message",
     "IdempotencyRecord",
     "InventoryLot",
     "Job",
     "JobAttempt",
     "JobStatus",
     "Medication",
+    "MessageStatus",
     "Organisation",
+    "OutboundMessage",
     "Patient",
     "Prescription",
     "RecordConflict",

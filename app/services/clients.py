@@ -21,6 +21,7 @@ SCOPES: frozenset[str] = frozenset(
         "administrations:write",
         "clinical:read",
         "clinical:write",
+        "hl7:read",
         "hl7:write",
         "reports:write",
         "webhooks:manage",

@@ -34,6 +34,7 @@ _LINKS = {
     "medication_id": "/v1/medications/{}",
     "lot_id": "/v1/inventory-lots/{}",
     "delivery_id": "/v1/webhooks/deliveries/{}",
+    "message_id": "/v1/hl7/messages/{}",
 }
 
 

@@ -1,0 +1,124 @@
+"""FHIR R4 resources stored per organisation (JSONB), current version only, and searched.
+
+Saving a message's resources: the Patient is matched by identifier (PID-3 system + value) to one
+already stored, so repeated ADT updates one Patient instead of making many; references to the
+mapping's provisional Patient id are rewritten to the stored one. Other resources keep their
+deterministic ids (from natural keys), so a repeated message updates them in place.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Text, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.models import FhirResource
+
+#: Resource types readable through the API.
+RESOURCE_TYPES = frozenset({
+    "Patient", "Encounter", "Observation", "DiagnosticReport", "Immunization", "MedicationRequest",
+    "MedicationAdministration", "Medication", "Appointment", "ServiceRequest", "DocumentReference", "Condition",
+    "Procedure", "Specimen", "Practitioner", "Organization", "Location", "RelatedPerson", "Coverage",
+})
+
+
+class ResourceNotFoundError(LookupError):
+    """No such resource in this organisation."""
+
+
+def _identifiers(resource: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"system": i["system"], "value": i["value"]} for i in resource.get("identifier", [])
+            if i.get("system") and i.get("value")]
+
+
+def _match_patient(session: Session, organisation_id: int, patient: dict[str, Any]) -> FhirResource | None:
+    """A stored Patient sharing any identifier (system + value) with this one."""
+    for identifier in _identifiers(patient):
+        found = session.scalars(
+            select(FhirResource).where(FhirResource.organisation_id == organisation_id,
+                                       FhirResource.resource_type == "Patient",
+                                       FhirResource.resource["identifier"].contains([identifier]))
+            .order_by(FhirResource.updated_at).limit(1).with_for_update()
+        ).first()
+        if found is not None:
+            return found
+    return None
+
+
+def _merged_identifiers(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The new identifiers, then any old ones the new message no longer lists (never lose one)."""
+    seen = {(i.get("system"), i.get("value")) for i in new.get("identifier", [])}
+    kept = [i for i in old.get("identifier", []) if (i.get("system"), i.get("value")) not in seen]
+    return list(new.get("identifier", [])) + kept
+
+
+def _rewrite(value: Any, old: str, new: str) -> Any:
+    """Every `reference` to `old` (e.g. Patient/abc) pointed at `new`."""
+    if isinstance(value, dict):
+        return {k: (new if k == "reference" and v == old else _rewrite(v, old, new)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite(v, old, new) for v in value]
+    return value
+
+
+def save(session: Session, organisation_id: int, resources: list[dict[str, Any]], patient_id: str | None,
+         message_id: int) -> list[str]:
+    """Upsert a message's resources; their `Type/id` references as stored."""
+    resources = json.loads(json.dumps(resources))  # a private copy to rewrite
+    stored_patient = patient_id
+    for resource in resources:
+        if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
+            existing = _match_patient(session, organisation_id, resource)
+            if existing is not None:
+                stored_patient = existing.id
+                resource["identifier"] = _merged_identifiers(existing.resource, resource)
+    if patient_id and stored_patient != patient_id:
+        resources = _rewrite(resources, f"Patient/{patient_id}", f"Patient/{stored_patient}")
+        for resource in resources:
+            if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
+                resource["id"] = stored_patient
+    return [_upsert(session, organisation_id, r, stored_patient, message_id) for r in resources]
+
+
+def _upsert(session: Session, organisation_id: int, resource: dict[str, Any], patient_id: str | None,
+            message_id: int) -> str:
+    kind, rid = resource["resourceType"], resource["id"]
+    resource["meta"] = {**resource.get("meta", {}), "versionId": "1", "lastUpdated": datetime.now(UTC).isoformat()}
+    statement = insert(FhirResource).values(organisation_id=organisation_id, resource_type=kind, id=rid,
+                                            resource=resource, patient_id=patient_id, message_id=message_id)
+    next_version = FhirResource.version_id + 1
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["organisation_id", "resource_type", "id"],
+        set_={"resource": func.jsonb_set(statement.excluded.resource, "{meta,versionId}",
+                                         func.to_jsonb(func.cast(next_version, Text))),
+              "patient_id": statement.excluded.patient_id, "message_id": message_id, "version_id": next_version,
+              "updated_at": func.now()}))
+    return f"{kind}/{rid}"
+
+
+def read(session: Session, organisation_id: int, resource_type: str, resource_id: str) -> dict[str, Any]:
+    """One stored resource."""
+    row = session.get(FhirResource, (organisation_id, resource_type, resource_id))
+    if row is None:
+        raise ResourceNotFoundError(f"{resource_type}/{resource_id} not found")
+    return row.resource
+
+
+def search(session: Session, organisation_id: int, resource_type: str, *, patient: str | None = None,
+           identifier: tuple[str | None, str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Resources of a type, by the Patient they concern and/or an identifier (system may be None)."""
+    query = select(FhirResource.resource).where(FhirResource.organisation_id == organisation_id,
+                                                FhirResource.resource_type == resource_type)
+    if patient is not None:
+        target = patient.removeprefix("Patient/")
+        query = query.where(FhirResource.id == target) if resource_type == "Patient" \
+            else query.where(FhirResource.patient_id == target)
+    if identifier is not None:
+        system, value = identifier
+        wanted = {"value": value, **({"system": system} if system else {})}
+        query = query.where(FhirResource.resource["identifier"].contains([wanted]))
+    return list(session.scalars(query.order_by(FhirResource.updated_at.desc()).limit(limit)))
