@@ -67,4 +67,4 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobs workers app/services
+	$(BIN)/mypy jobs workers app/services schedules

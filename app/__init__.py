@@ -115,10 +115,12 @@ def register_blueprints(app: Flask) -> None:
         hl7,
         jobs,
         openapi,
+        schedules,
         webhooks,
     )
     from app.api.dashboard import register_dashboard
 
-    for module in (health, jobs, clinical, administrations, hl7, webhooks, alerts, admin, breakers, openapi):
+    for module in (health, jobs, clinical, administrations, hl7, webhooks, alerts, admin, breakers, schedules,
+                   openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

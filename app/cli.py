@@ -58,6 +58,35 @@ def scheduler(burst: bool) -> None:
     run_scheduler(_runtime(), burst=burst)
 
 
+@main.group()
+def schedules() -> None:
+    """The cron schedules (synced into rq-scheduler by `triage scheduler`)."""
+
+
+@schedules.command("list")
+def list_schedules() -> None:
+    """Every schedule: id, cron (UTC), kind, next run, last outcome."""
+    from schedules import sync
+    from schedules.process import build_scheduler
+
+    runtime = _runtime()
+    with runtime.sessions.begin() as session:
+        found = sync.views(session, build_scheduler(runtime))
+    for v in found:
+        next_run = v.next_run_at.isoformat() if v.next_run_at else "not synced"
+        click.echo(f"{v.id:<28} {v.cron:<16} {v.kind:<40} next {next_run}  last {v.last_status or '-'}")
+
+
+@schedules.command("sync")
+def sync_schedules() -> None:
+    """Sync the catalogue into rq-scheduler now (the scheduler also does it every minute)."""
+    from schedules import sync
+    from schedules.process import build_scheduler
+
+    changed, removed = sync.sync(build_scheduler(_runtime()))
+    click.echo(f"{changed} added or replaced, {removed} removed")
+
+
 @main.command()
 def mllp() -> None:
     """Run the HL7 MLLP listener (TRIAGE_MLLP_HOST:TRIAGE_MLLP_PORT); SIGTERM drains it."""

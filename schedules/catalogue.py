@@ -1,17 +1,27 @@
-"""The cron catalogue: every scheduled job, with a fixed id (filled in by the schedules issue)."""
+"""The cron catalogue: every platform schedule, with a fixed id, synced into rq-scheduler.
+
+Crontab expressions are in UTC. Ids use only `[A-Za-z0-9_-]` (RQ job ids). The reconciler and
+the alert monitor are not here: the scheduler process runs them every few seconds itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    """One cron entry: a fixed id, a crontab expression (UTC) and the job kind it submits."""
+    """One cron entry: a fixed id, a crontab expression (UTC), the job kind it submits and its arguments."""
 
     id: str
     cron: str
     kind: str
+    args: tuple[Any, ...] = field(default_factory=tuple)
+    description: str = ""
 
 
-SCHEDULES: tuple[ScheduleEntry, ...] = ()
+SCHEDULES: tuple[ScheduleEntry, ...] = (
+    ScheduleEntry("prune-idempotency-keys", "17 3 * * *", "maintenance.prune_idempotency_keys",
+                  description="Forget Idempotency-Key responses older than 72 h (daily)"),
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -12,7 +13,7 @@ from app.api.openapi import Operation, documented
 from app.api.problems import Problem
 from app.api.webhook_schemas import BreakerList, BreakerOut
 from app.runtime import Runtime
-from app.services import breakers
+from app.services import breakers, events
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("breakers", __name__, url_prefix="/v1/admin")
@@ -47,5 +48,10 @@ def reset_breaker(name: str) -> Response:
                               reset_seconds=runtime.settings.breaker_reset_seconds)
     except breakers.UnknownBreakerError:
         raise Problem(404, "Not Found", f"No circuit breaker named {name!r}.") from None
-    log.warning("Breaker %s: forced closed by API client %s (audit)", name, current_caller().client_id)
+    caller = current_caller()
+    with runtime.sessions.begin() as session:  # a durable record of who forced it, when
+        events.emit(session, organisation_id=caller.organisation_id, type="admin.breaker_reset",
+                    subject=f"{name}:{datetime.now(UTC).isoformat()}",
+                    payload={"breaker": name, "api_client_id": caller.client_id}, deliver=False)
+    log.warning("Breaker %s: forced closed by API client %s (audit)", name, caller.client_id)
     return jsonify(BreakerOut(**asdict(view)).model_dump(mode="json"))

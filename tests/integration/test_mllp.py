@@ -8,11 +8,20 @@ PostgreSQL stopped (a throwaway cluster) gets AE, never AA.
 from __future__ import annotations
 
 import signal
+import socket
+import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select, text
 
+from app.mllp_frames import FrameReader, frame
 from app.models import Hl7Message
 from app.runtime import Runtime
 from tests.conftest import Processes
@@ -172,3 +181,33 @@ def test_a_sender_not_on_the_allow_list_is_rejected(procs: Processes, clean: Run
         client.send((ADT % (b"X2", b"1")).replace(b"|FAC|", b"|TRUSTED|"))
         assert msa(client.ack())[1] == "AA"
 
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "mllp.crt", directory / "mllp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_mllp_over_tls(procs: Processes, clean: Runtime, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port, _ = listen(procs, TRIAGE_MLLP_TLS_CERT=str(cert), TRIAGE_MLLP_TLS_KEY=str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(frame(ADT % (b"TLS1", b"1")))
+        reader, acks = FrameReader(100_000), []
+        while not acks:
+            acks = reader.feed(sock.recv(65536))
+    assert msa(acks[0].data.decode())[1] == "AA"
+    assert [m.control_id for m in messages(clean)] == ["TLS1"]

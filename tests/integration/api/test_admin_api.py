@@ -7,6 +7,9 @@ from rq.registry import FailedJobRegistry
 
 from app.runtime import Runtime
 from app.services.jobs import submit
+from schedules import sync
+from schedules.catalogue import SCHEDULES
+from schedules.process import build_scheduler
 from tests.conftest import Processes, effects, ledger, outcomes, wait_for
 from tests.integration.api.conftest import Key
 from tests.integration.api.test_jobs_api import assert_problem
@@ -110,3 +113,12 @@ def test_purge_cancels_the_dead_job_for_good_and_records_who(
     assert outcomes(clean, job_id) == ["dead", "purged"]
     assert FailedJobRegistry("critical", connection=clean.redis).get_job_ids() == []
     assert_problem(client.delete(f"/v1/admin/dead-letters/{job_id}", headers=admin.headers), 409)
+
+
+def test_operators_see_every_schedule_with_its_next_run(client: FlaskClient, admin: Key, alice: Key,
+                                                        clean: Runtime) -> None:
+    sync.sync(build_scheduler(clean))
+    assert client.get("/v1/admin/schedules", headers=alice.headers).status_code == 403
+    listed = client.get("/v1/admin/schedules", headers=admin.headers).json["items"]
+    assert [s["id"] for s in listed] == [e.id for e in SCHEDULES]
+    assert all(s["next_run_at"] for s in listed)

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 from standardwebhooks.webhooks import Webhook
 
-from app.models import Job, WebhookDelivery
+from app.models import Event, Job, WebhookDelivery
 from app.runtime import Runtime
 from app.services import events
 from tests.conftest import Processes, outcomes, wait_for
@@ -162,3 +162,6 @@ def test_operators_force_a_breaker_closed(client: FlaskClient, alice: Key, admin
     wait_for(lambda: _postponed(clean) >= 1, what="the breaker to open")
     reset = client.post(f"/v1/admin/breakers/{name}/reset", headers=admin.headers)
     assert reset.status_code == 200 and reset.json["state"] == "closed" and reset.json["failures"] == 0
+    with clean.sessions() as session:  # the reset is recorded with who did it
+        [audit] = session.scalars(select(Event).where(Event.type == "admin.breaker_reset")).all()
+        assert audit.payload["breaker"] == name and audit.payload["api_client_id"]
