@@ -127,6 +127,7 @@ class Settings:
     mllp_organisation: str = "mllp"
     mllp_allowed_senders: frozenset[str] = frozenset()
     mllp_idle_timeout: float = 300.0
+    mllp_max_connections: int = 500
     hl7_max_bytes: int = 10 * 1024 * 1024
     hl7_duplicate_window: float = 24 * 3600.0
     hl7_reject_unsupported: bool = False
@@ -196,6 +197,7 @@ class Settings:
             mllp_allowed_senders=frozenset(s.strip() for s in env.get("TRIAGE_MLLP_ALLOWED_SENDERS", "").split(",")
                                            if s.strip()),
             mllp_idle_timeout=_float(env, "TRIAGE_MLLP_IDLE_TIMEOUT", 300.0),
+            mllp_max_connections=_int(env, "TRIAGE_MLLP_MAX_CONNECTIONS", 500),
             hl7_max_bytes=_int(env, "TRIAGE_HL7_MAX_BYTES", 10 * 1024 * 1024),
             hl7_duplicate_window=_float(env, "TRIAGE_HL7_DUPLICATE_WINDOW", 24 * 3600.0),
             hl7_reject_unsupported=_bool(env, "TRIAGE_HL7_REJECT_UNSUPPORTED"),

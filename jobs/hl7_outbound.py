@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func
 
 from app.models import Job, OutboundMessage
-from app.outbox import Outgoing, push
+from app.outbox import Outgoing, stage
 from app.runtime import Runtime, current
 from app.services import hl7_outbound, mllp_client
 from jobs.errors import PermanentError, Postpone, TransientError
@@ -36,8 +36,13 @@ def _ready(runtime: Runtime, outbound_id: int) -> Delivery | str | None:
     """The delivery when it is this message's turn; None when already done; a reason it never can be;
     Postpone when not yet."""
     with runtime.sessions.begin() as session:
-        row = session.get(OutboundMessage, outbound_id)
-        if row is None or row.status != "pending":
+        row = session.get(OutboundMessage, outbound_id, with_for_update=True)
+        if row is None:
+            return None
+        attempt, last = attempt_number(session, row.job_id, row.attempts)
+        if row.status == "dead" and attempt == 1 and row.attempts > 0:  # requeued from the dead letters
+            row.status, row.error = "pending", None
+        if row.status != "pending":
             return None
         if hl7_outbound.blocked(session, row):
             raise Postpone(WAIT, f"waiting behind earlier messages to {row.destination}")
@@ -46,7 +51,6 @@ def _ready(runtime: Runtime, outbound_id: int) -> Delivery | str | None:
             reason = f"destination {row.destination!r} is no longer configured"
             row.status, row.error = "dead", reason
             return reason
-        _, last = attempt_number(session, row.job_id, row.attempts)
         return Delivery(row.id, destination, row.message.encode("utf-8"), row.control_id, last)
 
 
@@ -60,12 +64,11 @@ def _record(runtime: Runtime, delivery: Delivery, status: str, ack: mllp_client.
             row.ack, row.ack_code = ack.text, ack.code
         if status == "sent":
             row.sent_at = func.now()
-        following = hl7_outbound.next_waiting(session, delivery.destination.name, delivery.id) \
-            if status != "pending" else None
+        following = hl7_outbound.next_waiting(session, row) if status != "pending" else None
         job = session.get(Job, following.job_id) if following and following.job_id else None
-        if job is not None and job.status == "retrying":  # it waits behind us: wake it now
-            push(runtime.redis, [Outgoing(job.id, job.kind, job.queue, job.arguments)],
-                 failure_ttl=runtime.settings.failure_ttl)
+        if job is not None and job.status == "retrying":  # it waits behind us: wake it after this commit
+            # from_dead: not a new submission for the metrics, like a requeue.
+            stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments, from_dead=True))
 
 
 def _outcome(runtime: Runtime, delivery: Delivery) -> Exception | None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from app.fhir.mapping import MAPPERS
+
+SUPPORTED = frozenset(MAPPERS)
+
 RECEIVED = Counter("hl7_messages_received_total", "Inbound HL7 messages by type and transport (mllp, http).",
                    ["message_type", "transport"])
 ACKS = Counter("hl7_acks_sent_total", "ACKs answered, by MSA-1 code (AA, AE, AR).", ["code"])
@@ -16,8 +20,9 @@ CONNECTIONS = Gauge("mllp_open_connections", "Open MLLP connections.", multiproc
 
 
 def answered(message_type: str, transport: str, code: str, error_type: str | None = None) -> None:
-    """Count one message taken in (or refused) and the ACK it got."""
-    RECEIVED.labels(message_type or "unknown", transport).inc()
+    """Count one message taken in (or refused) and the ACK it got (types we do not map count as `other`,
+    so a sender cannot create series at will)."""
+    RECEIVED.labels(message_type if message_type in SUPPORTED else "other", transport).inc()
     ACKS.labels(code).inc()
     if error_type:
         PARSE_ERRORS.labels(error_type).inc()

@@ -16,7 +16,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.mllp_frames import Frame, FrameReader, frame
 from app.runtime import Runtime
@@ -32,13 +32,14 @@ class MllpListener:
     """Serves MLLP connections until stopped."""
 
     def __init__(self, runtime: Runtime, organisation_id: int, policy: hl7_intake.Policy, *,
-                 idle_timeout: float, threads: int = 8) -> None:
+                 idle_timeout: float, threads: int = 8, max_connections: int = 500) -> None:
         self.runtime = runtime
         self.organisation_id = organisation_id
         self.policy = policy
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mllp-db")
-        self._idle: dict[asyncio.Task[None], bool] = {}  # connection task → waiting for bytes
+        self._idle: dict[asyncio.Task[None], bool] = {}  # open connection's task → waiting for bytes
         self._stopping = asyncio.Event()
 
     def take(self, received: Frame) -> str:
@@ -48,10 +49,14 @@ class MllpListener:
             with self.runtime.sessions.begin() as session:
                 intake = hl7_intake.receive(session, received.data, organisation_id=self.organisation_id,
                                             transport="mllp", policy=self.policy, size=received.size)
-        except SQLAlchemyError as exc:
+        except (OperationalError, InterfaceError) as exc:  # the database is unreachable: send it again later
             log.warning("MLLP: message not stored (%s); answering AE", type(exc).__name__)
             hl7_metrics.answered("", "mllp", "AE", "database_unavailable")
             return hl7_intake.unavailable_ack(received.data)
+        except Exception as exc:  # anything else would fail again on a resend: AR, never silence
+            log.exception("MLLP: message not stored (%s); answering AR", type(exc).__name__)
+            hl7_metrics.answered("", "mllp", "AR", "internal_error")
+            return hl7_intake.failed_ack(received.data)
         error = None if intake.code == "AA" else "rejected"
         hl7_metrics.answered(intake.message_type, "mllp", intake.code, error)
         log.info("HL7 message %s: %s %s in %.1f ms%s", intake.message_id, intake.message_type or "-", intake.code,
@@ -70,6 +75,7 @@ class MllpListener:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
+        self._idle[task] = False
         frames = FrameReader(self.policy.max_bytes)
         hl7_metrics.CONNECTIONS.inc()
         loop = asyncio.get_running_loop()
@@ -119,6 +125,10 @@ class MllpListener:
         log.info("MLLP: stopped")
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._idle) >= self.max_connections:  # bounded memory: each may buffer a large frame
+            log.warning("MLLP: %s connections open; refusing %s", len(self._idle), writer.get_extra_info("peername"))
+            writer.close()
+            return
         await self.handle(reader, writer)
 
 
@@ -140,5 +150,6 @@ def run_listener(runtime: Runtime) -> None:
         organisation_id = ensure_organisation(session, s.mllp_organisation).id
     policy = hl7_intake.Policy(max_bytes=s.hl7_max_bytes, duplicate_window_seconds=s.hl7_duplicate_window,
                                reject_unsupported=s.hl7_reject_unsupported, allowed_senders=s.mllp_allowed_senders)
-    listener = MllpListener(runtime.use(), organisation_id, policy, idle_timeout=s.mllp_idle_timeout)
+    listener = MllpListener(runtime.use(), organisation_id, policy, idle_timeout=s.mllp_idle_timeout,
+                            max_connections=s.mllp_max_connections)
     asyncio.run(listener.serve(s.mllp_host, s.mllp_port, tls_context(s.mllp_tls_cert, s.mllp_tls_key)))

@@ -109,16 +109,24 @@ def submit_message() -> Response:
         raise Problem(415, "Unsupported Media Type", "Send the message as x-application/hl7-v2+er7 or text/plain.",
                       errors=[FieldError("header", "Content-Type", "must be an HL7 v2 ER7 media type")])
     raw = request.get_data(cache=True)
-    try:
-        intake = hl7_intake.receive(db(), raw, organisation_id=current_caller().organisation_id, transport="http",
-                                    policy=_policy())
-    except OperationalError:
-        hl7_metrics.answered("", "http", "AE", "database_unavailable")
-        raise Problem(503, "Service Unavailable", "The message could not be stored; send it again later.",
-                      headers={"Retry-After": "5"}, extensions={"ack": hl7_intake.unavailable_ack(raw),
-                                                                "ack_code": "AE"}) from None
+    intake = hl7_intake.receive(db(), raw, organisation_id=current_caller().organisation_id, transport="http",
+                                policy=_policy())
     hl7_metrics.answered(intake.message_type, "http", intake.code, None if intake.code == "AA" else "rejected")
     return _answer(intake)
+
+
+@blueprint.errorhandler(OperationalError)
+def _database_down(exc: OperationalError) -> Response:
+    """PostgreSQL unreachable (at authentication, storing or commit): an HL7 sender gets its AE."""
+    problem = Problem(503, "Service Unavailable", "A backing service is unavailable; retry later.",
+                      headers={"Retry-After": "5"})
+    if request.endpoint == "hl7.submit_message":
+        hl7_metrics.answered("", "http", "AE", "database_unavailable")
+        problem = Problem(503, "Service Unavailable", "The message could not be stored; send it again later.",
+                          headers={"Retry-After": "5"},
+                          extensions={"ack": hl7_intake.unavailable_ack(request.get_data(cache=True)),
+                                      "ack_code": "AE"})
+    return problem.to_response()
 
 
 @blueprint.get("/hl7/messages/<int:message_id>")

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, func, select
+from sqlalchemy import Text, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -65,13 +65,36 @@ def _rewrite(value: Any, old: str, new: str) -> Any:
     return value
 
 
+def _lock_identities(session: Session, organisation_id: int, patient: dict[str, Any]) -> None:
+    """Serialise messages about the same person (by identifier, in a fixed order), so two workers
+    never both create a Patient for someone new."""
+    for identifier in sorted(f"{i['system']}|{i['value']}" for i in _identifiers(patient)):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 1))"),
+                        {"key": f"fhir-patient:{organisation_id}:{identifier}"})
+
+
+def _concerns(resource: dict[str, Any], patient_ref: str | None) -> bool:
+    """Whether a resource is about the message's patient (not a shared Practitioner or Organization)."""
+    if patient_ref is None:
+        return False
+    if resource["resourceType"] == "Patient":
+        return f"Patient/{resource['id']}" == patient_ref
+    return any((resource.get(key) or {}).get("reference") == patient_ref for key in ("subject", "patient")) or \
+        any((p.get("actor") or {}).get("reference") == patient_ref for p in resource.get("participant", []))
+
+
 def save(session: Session, organisation_id: int, resources: list[dict[str, Any]], patient_id: str | None,
          message_id: int) -> list[str]:
-    """Upsert a message's resources; their `Type/id` references as stored."""
+    """Upsert a message's resources; their `Type/id` references as stored.
+
+    A resource last written from a later message is left as it is: workers may process messages
+    out of order, and an old update must not overwrite a newer one.
+    """
     resources = json.loads(json.dumps(resources))  # a private copy to rewrite
     stored_patient = patient_id
     for resource in resources:
         if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
+            _lock_identities(session, organisation_id, resource)
             existing = _match_patient(session, organisation_id, resource)
             if existing is not None:
                 stored_patient = existing.id
@@ -81,7 +104,9 @@ def save(session: Session, organisation_id: int, resources: list[dict[str, Any]]
         for resource in resources:
             if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
                 resource["id"] = stored_patient
-    return [_upsert(session, organisation_id, r, stored_patient, message_id) for r in resources]
+    ref = f"Patient/{stored_patient}" if stored_patient else None
+    return [_upsert(session, organisation_id, r, stored_patient if _concerns(r, ref) else None, message_id)
+            for r in resources]
 
 
 def _upsert(session: Session, organisation_id: int, resource: dict[str, Any], patient_id: str | None,
@@ -96,7 +121,8 @@ def _upsert(session: Session, organisation_id: int, resource: dict[str, Any], pa
         set_={"resource": func.jsonb_set(statement.excluded.resource, "{meta,versionId}",
                                          func.to_jsonb(func.cast(next_version, Text))),
               "patient_id": statement.excluded.patient_id, "message_id": message_id, "version_id": next_version,
-              "updated_at": func.now()}))
+              "updated_at": func.now()},
+        where=or_(FhirResource.message_id.is_(None), FhirResource.message_id <= message_id)))
     return f"{kind}/{rid}"
 
 

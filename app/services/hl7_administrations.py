@@ -4,7 +4,8 @@ Each completed MedicationAdministration mapped from a RAS becomes an administrat
 checked like any other. The clinical patient is found by MRN (a PID-3 value); the prescription by
 the order's placer number (ORC-2) when that is a Triage prescription id of that patient, else
 the patient's one prescription for the same medication code. The record id is derived from the
-sender, MSH-10 and the resource, so a repeated or reprocessed message records the dose once.
+sender and the dose itself (order, RXA sub-ids, time given), so a repeated or reprocessed message —
+even resent under a new MSH-10 — records the dose once.
 What cannot be matched is reported as a warning on the message (ids only, no PHI).
 """
 
@@ -24,12 +25,20 @@ from app.services import administrations, clinical
 _NAMESPACE = uuid.UUID("0f4e0a55-8c1e-4a53-b6a8-9a7f4c2d1e01")
 
 
+def _medical_record_numbers(patient: dict[str, Any] | None) -> list[str]:
+    """PID-3 values typed MR (medical record number); other identifiers (SSN, visit…) never match."""
+    return [i["value"] for i in (patient or {}).get("identifier", []) if i.get("value")
+            and any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", []))]
+
+
 def _patient(session: Session, organisation_id: int, patient: dict[str, Any] | None) -> Patient | None:
-    values = [i["value"] for i in (patient or {}).get("identifier", []) if i.get("value")]
+    """The one clinical patient with that MRN (none, or more than one, is no match)."""
+    values = _medical_record_numbers(patient)
     if not values:
         return None
-    return session.scalars(select(Patient).where(Patient.organisation_id == organisation_id,
-                                                 Patient.mrn.in_(values)).limit(1)).first()
+    found = session.scalars(select(Patient).where(Patient.organisation_id == organisation_id,
+                                                  Patient.mrn.in_(values)).limit(2)).all()
+    return found[0] if len(found) == 1 else None
 
 
 def _prescription(session: Session, patient: Patient, given: dict[str, Any]) -> Prescription | None:
@@ -54,8 +63,7 @@ def _record(message: Hl7Message, given: dict[str, Any], patient: Patient, prescr
     route = ((given.get("dosage") or {}).get("route") or {}).get("coding", [{}])[0]
     performer = ((given.get("performer") or [{}])[0].get("actor") or {}).get("display")
     return {
-        "record_id": uuid.uuid5(_NAMESPACE, f"{message.organisation_id}:{message.sender}:{message.control_id}:"
-                                            f"{given['id']}"),
+        "record_id": uuid.uuid5(_NAMESPACE, f"{message.organisation_id}:{message.sender}:{given['id']}:{when}"),
         "patient_id": patient.id, "prescription_id": prescription.id, "dose_amount": Decimal(str(dose["value"])),
         "dose_unit": str(dose.get("unit") or dose.get("code") or prescription.dose_unit)[:20],
         "route": str(route.get("display") or route.get("code") or prescription.route)[:30],

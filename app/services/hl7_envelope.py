@@ -193,8 +193,17 @@ def build_ack(header: Header | None, code: str, *, error: EnvelopeError | None =
     if error is not None:
         location = error.location.replace("^", c)
         coded = c.join([error.code, _escape(error.text, h), "HL70357"])
-        segments.append(f.join(["ERR", "", location, coded, "E"]))
+        segments.append(f.join(["ERR", _legacy_err(h, error), location, coded, "E"]))
     return "\r".join(segments)
+
+
+def _legacy_err(h: Header, error: EnvelopeError) -> str:
+    """ERR-1 (ELD) for receivers before v2.5, which read only it: segment^sequence^field^code&text&table."""
+    if not re.match(r"^2\.[0-4](\.|$)", h.version or ""):
+        return ""
+    sub = h.encoding[3]
+    parts = (error.location.split("^") + ["", "", ""])[:3]
+    return h.component.join([*parts, sub.join([error.code, _escape(error.text, h), "HL70357"])])
 
 
 def ack_code(ack: str) -> str:

@@ -21,6 +21,8 @@ from app.services import hl7_envelope as envelope
 from app.services import jobs
 
 TRANSFORM_KIND = "hl7.transform"
+#: Bytes of an oversize message kept for review (its header and start; the rest is not stored).
+OVERSIZE_KEPT = 64 * 1024
 #: Message types (MSH-9.1^MSH-9.2) that have a FHIR mapping.
 SUPPORTED = frozenset(MAPPERS)
 
@@ -54,14 +56,21 @@ def _header(raw: bytes) -> envelope.Header | None:
         return None
 
 
+def _clean(value: str, limit: int) -> str:
+    """A header value as stored and compared: no NUL (PostgreSQL refuses it), cut to the column."""
+    return value.replace("\x00", "")[:limit]
+
+
 def _store(session: Session, organisation_id: int, transport: str, raw: bytes, size: int,
            header: envelope.Header | None, charset: str, status: MessageStatus, ack: str,
            error: str | None) -> Hl7Message:
     h = header or envelope.Header(version="", processing_id="")
-    message = Hl7Message(organisation_id=organisation_id, transport=transport, sender=h.sender[:400] if header else "",
-                         message_type=h.message_type[:20], trigger=h.trigger[:20], version=h.version[:20],
-                         control_id=h.control_id[:200], charset=charset, raw=raw, size=size, status=status.value,
-                         ack=ack, ack_code=envelope.ack_code(ack), error=error)
+    message = Hl7Message(organisation_id=organisation_id, transport=transport,
+                         sender=_clean(h.sender, 400) if header else "", message_type=_clean(h.message_type, 20),
+                         trigger=_clean(h.trigger, 20), version=_clean(h.version, 20),
+                         control_id=_clean(h.control_id, 200), charset=charset, raw=raw, size=size,
+                         status=status.value, ack=ack.replace("\x00", ""), ack_code=envelope.ack_code(ack),
+                         error=_clean(error, 500) if error else None)
     session.add(message)
     session.flush()
     return message
@@ -82,11 +91,12 @@ def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
 
 def _previous(session: Session, organisation_id: int, header: envelope.Header, window: float) -> Hl7Message | None:
     """The earlier copy of this message within the window (serialised per sender + control id)."""
+    sender, control_id = _clean(header.sender, 400), _clean(header.control_id, 200)
     session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": f"hl7:{organisation_id}:{header.sender}:{header.control_id}"})
+                    {"key": f"hl7:{organisation_id}:{sender}:{control_id}"})
     return session.scalars(
-        select(Hl7Message).where(Hl7Message.organisation_id == organisation_id, Hl7Message.sender == header.sender,
-                                 Hl7Message.control_id == header.control_id,
+        select(Hl7Message).where(Hl7Message.organisation_id == organisation_id, Hl7Message.sender == sender,
+                                 Hl7Message.control_id == control_id,
                                  Hl7Message.received_at > func.now() - timedelta(seconds=window))
         .order_by(Hl7Message.id.desc()).limit(1)
     ).first()
@@ -102,7 +112,7 @@ def receive(session: Session, raw: bytes, *, organisation_id: int, transport: st
     if size > policy.max_bytes:
         error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR,
                                        f"The message exceeds the maximum size of {policy.max_bytes} bytes.")
-        return _reject(session, organisation_id, transport, raw[: policy.max_bytes], size, _header(raw), error)
+        return _reject(session, organisation_id, transport, raw[:OVERSIZE_KEPT], size, _header(raw), error)
     try:
         opened = envelope.open_envelope(raw)
     except envelope.EnvelopeError as refused:
@@ -131,6 +141,13 @@ def receive(session: Session, raw: bytes, *, organisation_id: int, transport: st
     job = jobs.submit(session, TRANSFORM_KIND, message.id, organisation_id=organisation_id)
     message.job_id = job.id
     return Intake(ack, "AA", message.id, job.id, message_type=header.type_code)
+
+
+def failed_ack(raw: bytes) -> str:
+    """AR for a message that could not be stored for a reason a resend would meet again."""
+    error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR,
+                                   "The message could not be stored; it was not accepted.")
+    return envelope.build_ack(_header(raw), "AR", error=error)
 
 
 def unavailable_ack(raw: bytes) -> str:

@@ -1,19 +1,21 @@
 """Outbound HL7: messages queued for named MLLP destinations, delivered in order, one at a time.
 
 Each message is a ledger job on `hl7.outbound`. A message goes only when every earlier message
-to its destination has been sent or has died, and only one is in flight per destination (a
-Redis lock), so a destination sees them in the order they were queued. AA/CA delivered; AE
+of its organisation to its destination has been sent or has died, and only one is in flight per
+destination (a Redis lock), so a destination sees each organisation's messages in the order they
+were queued. Destinations are platform-wide: any client with `hl7:write` may use them. AA/CA delivered; AE
 retried; AR dead (permanent); timeouts and connection errors retried with backoff.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.fhir import to_v2
-from app.models import OutboundMessage
+from app.models import Job, JobStatus, OutboundMessage
 from app.services import fhir_store, hl7_envelope, jobs
 from app.services.mllp_client import Destination
 
@@ -37,6 +39,9 @@ def queue(session: Session, settings: Settings, *, organisation_id: int, destina
     text = hl7_envelope.normalise(message)
     header = hl7_envelope.read_header(text)
     hl7_envelope.check_acceptance(header)
+    # One writer per destination at a time, so ids (the delivery order) follow commit order.
+    session.execute(sql_text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 2))"),
+                    {"key": f"hl7-outbound:{organisation_id}:{destination}"})
     row = OutboundMessage(organisation_id=organisation_id, destination=destination, message=text,
                           message_type=header.type_code[:20], control_id=header.control_id[:200])
     session.add(row)
@@ -46,16 +51,28 @@ def queue(session: Session, settings: Settings, *, organisation_id: int, destina
 
 
 def blocked(session: Session, row: OutboundMessage) -> bool:
-    """Whether an earlier message to the same destination is still waiting."""
-    earlier = select(OutboundMessage.id).where(OutboundMessage.destination == row.destination,
-                                               OutboundMessage.status == "pending", OutboundMessage.id < row.id)
-    return bool(session.scalar(select(exists(earlier))))
+    """Whether an earlier message of the organisation to the same destination is still waiting (one
+    whose job died — crash, timeout — no longer waits: it is marked dead here)."""
+    earlier = (select(OutboundMessage.id, Job.status).join(Job, Job.id == OutboundMessage.job_id, isouter=True)
+               .where(OutboundMessage.organisation_id == row.organisation_id,
+                      OutboundMessage.destination == row.destination, OutboundMessage.status == "pending",
+                      OutboundMessage.id < row.id))
+    waiting = False
+    for earlier_id, job_status in session.execute(earlier).all():
+        if job_status in (JobStatus.DEAD.value, JobStatus.CANCELLED.value):
+            session.execute(update(OutboundMessage).where(OutboundMessage.id == earlier_id)
+                            .values(status="dead", error="its delivery job ended without an answer"))
+        else:
+            waiting = True
+    return waiting
 
 
-def next_waiting(session: Session, destination: str, after_id: int) -> OutboundMessage | None:
-    """The next message waiting for the destination after this one."""
+def next_waiting(session: Session, row: OutboundMessage) -> OutboundMessage | None:
+    """The next message of the organisation waiting for the same destination."""
+    destination, after_id = row.destination, row.id
     return session.scalars(select(OutboundMessage).where(
-        OutboundMessage.destination == destination, OutboundMessage.status == "pending",
+        OutboundMessage.organisation_id == row.organisation_id, OutboundMessage.destination == destination,
+        OutboundMessage.status == "pending",
         OutboundMessage.id > after_id).order_by(OutboundMessage.id).limit(1)).first()
 
 

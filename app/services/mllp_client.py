@@ -59,15 +59,20 @@ def _msa(ack: str) -> tuple[str, str]:
 def send(destination: Destination, message: bytes, *, timeout: float) -> Acknowledgement:
     """Deliver one message and wait (at most `timeout` seconds in all) for its ACK."""
     deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        return max(0.01, deadline - time.monotonic())
+
     try:
-        raw = socket.create_connection((destination.host, destination.port), timeout=timeout)
+        raw = socket.create_connection((destination.host, destination.port), timeout=remaining())
+        raw.settimeout(remaining())  # the TLS handshake and the send share the same deadline
         sock = ssl.create_default_context().wrap_socket(raw, server_hostname=destination.host) \
             if destination.tls else raw
         with sock:
             sock.sendall(frame(message))
             reader = FrameReader(_ACK_LIMIT)
             while True:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                sock.settimeout(remaining())
                 chunk = sock.recv(65536)
                 if not chunk:
                     raise MllpSendError("the destination closed the connection before answering")

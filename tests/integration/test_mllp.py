@@ -211,3 +211,26 @@ def test_mllp_over_tls(procs: Processes, clean: Runtime, tmp_path: Path) -> None
             acks = reader.feed(sock.recv(65536))
     assert msa(acks[0].data.decode())[1] == "AA"
     assert [m.control_id for m in messages(clean)] == ["TLS1"]
+
+
+def test_the_same_control_id_on_two_connections_at_once_is_processed_once(procs: Processes, clean: Runtime) -> None:
+    port, _ = listen(procs)
+
+    def send() -> str:
+        with connected(port) as client:
+            client.send(ADT % (b"TWICE", b"1"))
+            return client.ack()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(lambda _: send(), range(2))
+    assert first == second and msa(first)[1] == "AA"
+    assert len(messages(clean)) == 1
+
+
+def test_a_nul_byte_in_the_header_gets_an_answer(procs: Processes, clean: Runtime) -> None:
+    port, _ = listen(procs)
+    with connected(port) as client:
+        client.send(ADT % (b"N\x00UL", b"1"))
+        assert msa(client.ack())[1] in ("AA", "AR")
+        client.send(ADT % (b"NEXT", b"2"))  # the connection is still there
+        assert msa(client.ack())[1] == "AA"

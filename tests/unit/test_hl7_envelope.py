@@ -91,3 +91,9 @@ def test_error_text_is_escaped_in_the_ack() -> None:
     header = env.read_header("MSH|^~\\&|A|F|R|RF|1||ADT^A01|C1|P|2.5")
     ack = env.build_ack(header, "AE", error=env.EnvelopeError("207", "down | retry ^ later"))
     assert "down \\F\\ retry \\S\\ later" in ack
+
+
+def test_receivers_before_v25_get_the_error_in_err_1() -> None:
+    header = env.read_header("MSH|^~\\&|A|F|R|RF|1||ADT^A01|C1|P|2.4")
+    err = env.build_ack(header, "AR", error=env.EnvelopeError("203", "bad", "MSH^1^12")).split("\r")[2].split("|")
+    assert err[1] == "MSH^1^12^203&bad&HL70357" and err[3].startswith("203^")

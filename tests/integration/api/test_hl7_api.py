@@ -169,3 +169,28 @@ def test_a_ras_records_an_administration_once(client: FlaskClient, alice: Key, c
     transform_message(unknown)
     assert "not recorded as an administration" in client.get(f"/v1/hl7/messages/{unknown}",
                                                              headers=alice.headers).json["error"]
+
+
+def test_two_workers_meeting_a_new_patient_at_once_make_one_patient(client: FlaskClient, alice: Key,
+                                                                    clean: Runtime) -> None:
+    """Matching by identifier is serialised, so concurrent transforms never create the person twice."""
+    import threading
+
+    ids = [post(client, alice, ADT.format(event="A01", control=f"C{n}", mrn="4242", name="DOE")).json["message_id"]
+           for n in range(4)]
+    threads = [threading.Thread(target=transform_message, args=(message_id,)) for message_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    found = client.get("/v1/fhir/Patient", query_string={"identifier": "4242"}, headers=alice.headers).json
+    assert found["total"] == 1
+
+
+def test_an_older_message_does_not_overwrite_a_newer_one(client: FlaskClient, alice: Key) -> None:
+    older = post(client, alice, ADT.format(event="A01", control="OLD", mrn="11", name="OLDNAME")).json["message_id"]
+    newer = post(client, alice, ADT.format(event="A08", control="NEW", mrn="11", name="NEWNAME")).json["message_id"]
+    transform_message(newer)
+    transform_message(older)  # processed late (a retry, a slow worker)
+    found = client.get("/v1/fhir/Patient", query_string={"identifier": "11"}, headers=alice.headers).json
+    assert found["entry"][0]["resource"]["name"][0]["family"] == "NEWNAME"

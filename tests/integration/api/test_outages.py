@@ -62,3 +62,18 @@ def test_api_answers_503_while_postgres_is_down_and_accepts_again_after(
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 2
         assert conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar_one() == 2
     engine.dispose()
+
+
+def test_hl7_over_http_answers_ae_while_postgres_is_down(throwaway: tuple[Postgres, Runtime]) -> None:
+    server, runtime = throwaway
+    with runtime.sessions.begin() as session:
+        org = ensure_organisation(session, "hl7-outage-org")
+        _, token = create_client(session, organisation_id=org.id, name="k", scopes=["hl7:write"])
+    client = create_app(runtime=runtime).test_client()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "x-application/hl7-v2+er7"}
+    message = b"MSH|^~\\&|A|F|R|RF|20260101||ADT^A01|%s|P|2.5\rPID|1||1^^^MRN^MR||DOE^JOHN"
+    server.stop()
+    down = client.post("/v1/hl7/messages", data=message % b"DOWN", headers=headers)
+    assert down.status_code == 503 and down.json["ack_code"] == "AE" and "\rMSA|AE|DOWN" in down.json["ack"]
+    server.start()
+    assert client.post("/v1/hl7/messages", data=message % b"DOWN", headers=headers).status_code == 202
