@@ -18,6 +18,7 @@ from app.runtime import Runtime, current
 from app.secrets_at_rest import box_for
 from app.services import alert_payloads, alerts, egress
 from jobs import outbound_http
+from jobs.attempts import attempt_number
 from jobs.errors import PermanentError, Postpone, TransientError
 from jobs.outbound_http import Sent
 from jobs.spec import job_kind
@@ -54,7 +55,7 @@ def _message(runtime: Runtime, notification_id: int) -> Message | str | None:
         else:
             document = alert_payloads.slack(alert, note.action)
         body = json.dumps(document, separators=(",", ":")).encode()
-        _, last = outbound_http.attempt_number(session, note.job_id, note.attempts)
+        _, last = attempt_number(session, note.job_id, note.attempts)
         return Message(channel.id, channel.kind, box.open(channel.url_ciphertext), body, channel.rate_limit_per_minute,
                        last)
 

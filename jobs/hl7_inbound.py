@@ -18,8 +18,8 @@ from app.models import Hl7Message, MessageStatus
 from app.runtime import Runtime, current
 from app.services import events, fhir_store, hl7_administrations, hl7_envelope
 from app.services.hl7_intake import TRANSFORM_KIND
+from jobs.attempts import attempt_number
 from jobs.errors import PermanentError
-from jobs.outbound_http import attempt_number
 from jobs.spec import job_kind
 from workers import hl7_metrics
 

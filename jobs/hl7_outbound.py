@@ -11,8 +11,8 @@ from app.models import Job, OutboundMessage
 from app.outbox import Outgoing, stage
 from app.runtime import Runtime, current
 from app.services import hl7_outbound, mllp_client
+from jobs.attempts import attempt_number
 from jobs.errors import PermanentError, Postpone, TransientError
-from jobs.outbound_http import attempt_number
 from jobs.spec import job_kind
 from workers import hl7_metrics
 

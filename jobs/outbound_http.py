@@ -14,11 +14,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from pybreaker import CircuitBreaker, CircuitBreakerError
-from rq import get_current_job
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from app.models import Job
 from app.runtime import Runtime
 from app.services import breakers, egress
 from jobs.errors import Postpone
@@ -62,17 +58,6 @@ _rng = random.SystemRandom()
 @lru_cache(maxsize=4)
 def _limiter(redis_url: str) -> FixedWindowRateLimiter:
     return FixedWindowRateLimiter(storage_from_string(redis_url))
-
-
-def attempt_number(session: Session, job_id: int | None, attempts_so_far: int) -> tuple[int, bool]:
-    """This attempt's number and whether it is the last, from the ledger job running it (the job
-    in hand, else `job_id`); called outside a worker, the next after `attempts_so_far`, never last."""
-    this = get_current_job()
-    running = int(this.id) if this is not None and this.id.isdigit() else job_id
-    row = session.execute(select(Job.attempts, Job.max_attempts).where(Job.id == running)).one_or_none()
-    if row is None or row.attempts == 0:
-        return attempts_so_far + 1, False
-    return row.attempts, row.attempts >= row.max_attempts
 
 
 def target_breaker(runtime: Runtime, name: str) -> CircuitBreaker:

@@ -21,6 +21,7 @@ from app.secrets_at_rest import box_for
 from app.services import alerts, egress, webhook_endpoints
 from app.services import webhook_deliveries as deliveries
 from jobs import outbound_http
+from jobs.attempts import attempt_number
 from jobs.backoff import Schedule
 from jobs.errors import PermanentError, Postpone, TransientError
 from jobs.outbound_http import BreakerOpen, Sent
@@ -60,7 +61,7 @@ def _plan(runtime: Runtime, session: Session, delivery_id: int, now: datetime) -
         return f"endpoint {endpoint.id} is disabled: {endpoint.disabled_reason}"
     event = session.get(Event, delivery.event_id)
     assert event is not None  # a foreign key
-    attempt, last = outbound_http.attempt_number(session, delivery.job_id, delivery.attempts)
+    attempt, last = attempt_number(session, delivery.job_id, delivery.attempts)
     payload = deliveries.body(event)
     secrets = webhook_endpoints.signing_secrets(box_for(runtime.settings.require_encryption_keys()), endpoint, now)
     return Plan(delivery.id, endpoint.id, endpoint.url, payload,

@@ -24,4 +24,6 @@ class ScheduleEntry:
 SCHEDULES: tuple[ScheduleEntry, ...] = (
     ScheduleEntry("prune-idempotency-keys", "17 3 * * *", "maintenance.prune_idempotency_keys",
                   description="Forget Idempotency-Key responses older than 72 h (daily)"),
+    ScheduleEntry("prune-reports", "37 3 * * *", "reports.prune",
+                  description="Delete generated PDF reports past their retention (daily)"),
 )

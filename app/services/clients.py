@@ -23,6 +23,7 @@ SCOPES: frozenset[str] = frozenset(
         "clinical:write",
         "hl7:read",
         "hl7:write",
+        "reports:read",
         "reports:write",
         "webhooks:manage",
         "metrics:read",

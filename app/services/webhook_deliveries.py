@@ -35,6 +35,7 @@ _LINKS = {
     "lot_id": "/v1/inventory-lots/{}",
     "delivery_id": "/v1/webhooks/deliveries/{}",
     "message_id": "/v1/hl7/messages/{}",
+    "report_id": "/v1/reports/{}",
 }
 
 

@@ -74,7 +74,8 @@ def test_redis_down_still_accepts_and_records_after_it_returns(clean: Runtime, p
         procs.start("scheduler", env={"REDIS_URL": url})
         procs.worker("critical", env={"REDIS_URL": url})
         wait_for(lambda: _status(clean, adm["id"]) == "recorded", what="the administration to be recorded")
-        assert ledger(clean, adm["job_id"]).status == "succeeded"
+        # The job's commit comes before the worker records the attempt: wait for that too.
+        wait_for(lambda: ledger(clean, adm["job_id"]).status == "succeeded", what="the job to be recorded")
     finally:
         runtime.close()
         for server in servers:

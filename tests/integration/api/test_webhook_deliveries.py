@@ -63,7 +63,8 @@ def test_a_failing_delivery_is_retried_on_its_schedule_until_delivered(
     for request in requests:
         Webhook(endpoint["secret"]).verify(request.body, request.headers)
     [sent] = deliveries(clean)
-    assert sent.job_id is not None and outcomes(clean, sent.job_id) == ["retrying", "retrying", "succeeded"]
+    assert sent.job_id is not None  # the worker records the attempt just after the delivery's commit
+    wait_for(lambda: outcomes(clean, sent.job_id) == ["retrying", "retrying", "succeeded"], what="the attempts")
     detail = client.get(f"/v1/webhooks/deliveries/{sent.id}", headers=alice.headers).json
     assert [(a["outcome"], a["status_code"]) for a in detail["history"]] == [
         ("retry", 500), ("retry", 503), ("delivered", 200)]

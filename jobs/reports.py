@@ -1,0 +1,82 @@
+"""Report job kinds: render a requested PDF (progress published as it goes); prune expired ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from prometheus_client import Histogram
+from sqlalchemy import func
+
+from app.models import Organisation, Report
+from app.reports import Rendered, ReportDataError, render
+from app.runtime import current
+from app.services import events, report_data, reports
+from jobs.attempts import attempt_number
+from jobs.errors import PermanentError
+from jobs.spec import job_kind
+
+log = logging.getLogger(__name__)
+DURATION = Histogram("report_generation_duration_seconds", "Rendering a report, by type.", ["report_type"],
+                     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+PAGES = Histogram("report_pages", "Pages per report, by type.", ["report_type"],
+                  buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000))
+BYTES = Histogram("report_bytes", "PDF size per report, by type.", ["report_type"],
+                  buckets=(1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7))
+
+
+@job_kind(reports.GENERATE_KIND, queue="reports")
+def generate(report_id: int) -> None:
+    """Gather the data, render the PDF, store it and announce `report.ready` (skipped once ready)."""
+    runtime = current()
+    started = time.perf_counter()
+    with runtime.sessions.begin() as session:
+        report = session.get(Report, report_id, with_for_update=True)
+        if report is None or report.status in ("ready", "failed"):
+            return
+        report.status, report.started_at, report.progress = "running", func.now(), 0.0
+        _, last = attempt_number(session, report.job_id, 0)
+    try:
+        rendered, kind = _render(report_id)
+    except Exception as exc:  # a bug or an outage: retried; the last attempt leaves the report failed
+        if last:
+            with runtime.sessions.begin() as session:
+                reports.fail(session, session.get_one(Report, report_id), f"rendering failed: {type(exc).__name__}")
+        raise
+    DURATION.labels(kind).observe(time.perf_counter() - started)
+    PAGES.labels(kind).observe(rendered.pages)
+    BYTES.labels(kind).observe(len(rendered.pdf))
+    log.info("Report %s: %s pages rendered in %.1fs", report_id, rendered.pages, time.perf_counter() - started)
+
+
+def _render(report_id: int) -> tuple[Rendered, str]:
+    """Gather, render and store (one transaction); PermanentError when the data cannot make a report."""
+    runtime = current()
+    failure = None
+    with runtime.sessions.begin() as session:
+        report = session.get_one(Report, report_id)
+        organisation = session.get_one(Organisation, report.organisation_id).name
+        try:
+            data = report_data.BUILDERS[report.report_type](session, report.organisation_id, report.parameters)
+            rendered = render(report.report_type, data, organisation=organisation, generated_at=datetime.now(UTC),
+                              progress=lambda f: reports.set_progress(runtime.engine, report_id, f * 100))
+        except (ReportDataError, report_data.ReportSubjectError) as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            reports.fail(session, report, failure)
+        else:
+            reports.finish(session, report, rendered.pdf, rendered.pages, runtime.settings.report_retention_days,
+                           datetime.now(UTC))
+            events.emit(session, organisation_id=report.organisation_id, type="report.ready", subject=str(report.id),
+                        payload={"report_id": report.id, "report_type": report.report_type})
+    if failure is not None:
+        raise PermanentError(f"report {report_id}: {failure}")
+    return rendered, report.report_type
+
+
+@job_kind("reports.prune", queue="maintenance", timeout=300, max_attempts=3)
+def prune() -> None:
+    """Delete reports whose retention has passed."""
+    with current().sessions.begin() as session:
+        removed = reports.prune(session, datetime.now(UTC))
+    log.info("Reports: %s expired reports pruned", removed)
