@@ -135,6 +135,8 @@ class Settings:
     # ACK may take to arrive.
     hl7_destinations: tuple[tuple[str, str], ...] = ()
     hl7_ack_timeout: float = 30.0
+    # Inventory maintenance announces lots expiring within this many days.
+    inventory_expiring_days: int = 30
     # Generated PDF reports are kept this many days, then pruned.
     report_retention_days: int = 30
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
@@ -206,6 +208,7 @@ class Settings:
             hl7_destinations=_pairs(env, "TRIAGE_HL7_DESTINATIONS"),
             hl7_ack_timeout=_float(env, "TRIAGE_HL7_ACK_TIMEOUT", 30.0),
             report_retention_days=_int(env, "TRIAGE_REPORT_RETENTION_DAYS", 30),
+            inventory_expiring_days=_int(env, "TRIAGE_INVENTORY_EXPIRING_DAYS", 30),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
             encryption_keys=tuple(k.strip() for k in env.get("TRIAGE_ENCRYPTION_KEYS", "").split(",") if k.strip()),
         )

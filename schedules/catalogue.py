@@ -22,6 +22,12 @@ class ScheduleEntry:
 
 
 SCHEDULES: tuple[ScheduleEntry, ...] = (
+    ScheduleEntry("medication-reminders", "*/15 * * * *", "reminders.medication",
+                  description="Doses due in the next 30 min and doses missed (every 15 min)"),
+    ScheduleEntry("appointment-reminders", "5 * * * *", "reminders.appointments",
+                  description="Booked appointments in the next 24 h (hourly)"),
+    ScheduleEntry("inventory-maintenance", "*/15 * * * *", "maintenance.inventory",
+                  description="Lots below their reorder level or expiring soon (every 15 min)"),
     ScheduleEntry("prune-idempotency-keys", "17 3 * * *", "maintenance.prune_idempotency_keys",
                   description="Forget Idempotency-Key responses older than 72 h (daily)"),
     ScheduleEntry("prune-reports", "37 3 * * *", "reports.prune",

@@ -124,6 +124,7 @@ class MedicationIn(Strict):
     strength: Positive | None = None
     unit: Short
     ingredients: list[Name] = Field(default_factory=list, max_length=50)
+    critical: bool = Field(default=False, description="a missed dose raises a critical alert")
 
 
 class MedicationPatch(Patch):
@@ -136,6 +137,7 @@ class MedicationPatch(Patch):
     strength: Positive | None = None
     unit: Short | None = None
     ingredients: list[Name] | None = None
+    critical: bool | None = None
 
 
 class MedicationOut(Out):
@@ -147,6 +149,7 @@ class MedicationOut(Out):
     strength: Amount | None
     unit: str
     ingredients: list[str]
+    critical: bool
 
 
 class PrescriptionIn(Strict):

@@ -110,6 +110,8 @@ class Medication(Base):
     strength: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
     unit: Mapped[str] = mapped_column(String(20))
     ingredients: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list, server_default="{}")
+    # A missed dose of a critical medication (insulin, anticonvulsants…) raises a critical alert.
+    critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
@@ -28,3 +30,28 @@ def emit(session: Session, *, organisation_id: int, type: str, subject: str, pay
     if event_id is not None and deliver:
         webhook_deliveries.fan_out(session, event_id, organisation_id, type)
     return event_id
+
+
+@dataclass(frozen=True)
+class Emission:
+    """One event to emit in bulk."""
+
+    organisation_id: int
+    type: str
+    subject: str
+    payload: dict[str, Any]
+
+
+def emit_many(session: Session, emissions: list[Emission], *, chunk: int = 1000) -> int:
+    """Emit many events in a few statements (schedules announce thousands); how many were new."""
+    new: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for start in range(0, len(emissions), chunk):
+        rows = [{"organisation_id": e.organisation_id, "type": e.type, "dedupe_key": f"{e.type}:{e.subject}",
+                 "payload": {"type": e.type, **e.payload}} for e in emissions[start : start + chunk]]
+        inserted = session.execute(insert(Event).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                                   .returning(Event.id, Event.organisation_id, Event.type))
+        for event_id, organisation_id, kind in inserted:
+            new[organisation_id].append((event_id, kind))
+    for organisation_id, created in new.items():
+        webhook_deliveries.fan_out_many(session, organisation_id, created)
+    return sum(len(created) for created in new.values())

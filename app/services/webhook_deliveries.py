@@ -36,6 +36,8 @@ _LINKS = {
     "delivery_id": "/v1/webhooks/deliveries/{}",
     "message_id": "/v1/hl7/messages/{}",
     "report_id": "/v1/reports/{}",
+    "prescription_id": "/v1/prescriptions/{}",
+    "patient_id": "/v1/patients/{}",
 }
 
 
@@ -66,7 +68,8 @@ def schedule_of(endpoint: WebhookEndpoint) -> tuple[float, ...]:
 def _enqueue(session: Session, delivery_id: int, organisation_id: int, endpoint: WebhookEndpoint) -> Job:
     job = jobs.submit(session, DELIVER_KIND, delivery_id, organisation_id=organisation_id,
                       max_attempts=len(schedule_of(endpoint)) + 1)
-    session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(job_id=job.id))
+    session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(job_id=job.id)
+                    .execution_options(synchronize_session=False))
     return job
 
 
@@ -86,13 +89,20 @@ def create(session: Session, event_id: int, organisation_id: int, endpoint: Webh
 
 def fan_out(session: Session, event_id: int, organisation_id: int, event_type: str) -> int:
     """One delivery per enabled endpoint subscribed to the event's type; how many."""
+    return fan_out_many(session, organisation_id, [(event_id, event_type)])
+
+
+def fan_out_many(session: Session, organisation_id: int, created: list[tuple[int, str]]) -> int:
+    """Deliveries for an organisation's new events (id, type), reading its endpoints once; how many."""
     endpoints = session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == organisation_id,
                                       WebhookEndpoint.enabled.is_(True), WebhookEndpoint.deleted_at.is_(None))
     ).all()
-    created = [create(session, event_id, organisation_id, ep) for ep in endpoints if matches(ep.event_types, event_type)]
-    session.execute(update(Event).where(Event.id == event_id).values(dispatched_at=func.now()))
-    return sum(1 for c in created if c is not None)
+    made = [create(session, event_id, organisation_id, ep) for event_id, event_type in created
+            for ep in endpoints if matches(ep.event_types, event_type)]
+    session.execute(update(Event).where(Event.id.in_([event_id for event_id, _ in created]))
+                    .values(dispatched_at=func.now()))
+    return sum(1 for m in made if m is not None)
 
 
 def ping(session: Session, endpoint: WebhookEndpoint) -> int:

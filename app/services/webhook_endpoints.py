@@ -34,7 +34,11 @@ EVENT_TYPES = (
     "hl7.message.processed",
     "hl7.message.failed",
     "report.ready",
-    "reminder.due",
+    "reminder.medication_due",
+    "reminder.medication_missed",
+    "reminder.appointment_upcoming",
+    "inventory.low_stock",
+    "inventory.expiring",
     "webhook.ping",
 )
 
