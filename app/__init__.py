@@ -115,13 +115,14 @@ def register_blueprints(app: Flask) -> None:
         hl7,
         jobs,
         openapi,
+        report_schedules,
         reports,
         schedules,
         webhooks,
     )
     from app.api.dashboard import register_dashboard
 
-    for module in (health, jobs, clinical, administrations, hl7, reports, webhooks, alerts, admin, breakers,
-                   schedules, openapi):
+    for module in (health, jobs, clinical, administrations, hl7, reports, report_schedules, webhooks, alerts, admin,
+                   breakers, schedules, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

@@ -67,11 +67,11 @@ def schedules() -> None:
 def list_schedules() -> None:
     """Every schedule: id, cron (UTC), kind, next run, last outcome."""
     from schedules import sync
-    from schedules.process import build_scheduler
+    from schedules.process import all_entries, build_scheduler
 
     runtime = _runtime()
     with runtime.sessions.begin() as session:
-        found = sync.views(session, build_scheduler(runtime))
+        found = sync.views(session, build_scheduler(runtime), all_entries(runtime))
     for v in found:
         next_run = v.next_run_at.isoformat() if v.next_run_at else "not synced"
         click.echo(f"{v.id:<28} {v.cron:<16} {v.kind:<40} next {next_run}  last {v.last_status or '-'}")
@@ -81,9 +81,10 @@ def list_schedules() -> None:
 def sync_schedules() -> None:
     """Sync the catalogue into rq-scheduler now (the scheduler also does it every minute)."""
     from schedules import sync
-    from schedules.process import build_scheduler
+    from schedules.process import all_entries, build_scheduler
 
-    changed, removed = sync.sync(build_scheduler(_runtime()))
+    runtime = _runtime()
+    changed, removed = sync.sync(build_scheduler(runtime), all_entries(runtime))
     click.echo(f"{changed} added or replaced, {removed} removed")
 
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 
 from prometheus_client import Histogram
 from sqlalchemy import func
+from sqlalchemy.orm import Session
 
-from app.models import Organisation, Report
+from app.models import Organisation, Report, ReportSchedule, WebhookEndpoint
 from app.reports import Rendered, ReportDataError, render
 from app.runtime import current
-from app.services import events, report_data, reports
+from app.services import events, report_data, report_schedules, reports, webhook_deliveries
 from jobs.attempts import attempt_number
 from jobs.errors import PermanentError
 from jobs.spec import job_kind
@@ -67,11 +68,21 @@ def _render(report_id: int) -> tuple[Rendered, str]:
         else:
             reports.finish(session, report, rendered.pdf, rendered.pages, runtime.settings.report_retention_days,
                            datetime.now(UTC))
-            events.emit(session, organisation_id=report.organisation_id, type="report.ready", subject=str(report.id),
-                        payload={"report_id": report.id, "report_type": report.report_type})
+            event_id = events.emit(session, organisation_id=report.organisation_id, type="report.ready",
+                                   subject=str(report.id),
+                                   payload={"report_id": report.id, "report_type": report.report_type})
+            _deliver_to_schedule_endpoint(session, report, event_id)
     if failure is not None:
         raise PermanentError(f"report {report_id}: {failure}")
     return rendered, report.report_type
+
+
+def _deliver_to_schedule_endpoint(session: Session, report: Report, event_id: int | None) -> None:
+    """A scheduled report's `report.ready` also goes to the schedule's own endpoint (once)."""
+    schedule = session.get(ReportSchedule, report.schedule_id) if report.schedule_id else None
+    endpoint = session.get(WebhookEndpoint, schedule.endpoint_id) if schedule and schedule.endpoint_id else None
+    if event_id is not None and endpoint is not None and endpoint.enabled and endpoint.deleted_at is None:
+        webhook_deliveries.create(session, event_id, report.organisation_id, endpoint)
 
 
 @job_kind("reports.prune", queue="maintenance", timeout=300, max_attempts=3)
@@ -80,3 +91,16 @@ def prune() -> None:
     with current().sessions.begin() as session:
         removed = reports.prune(session, datetime.now(UTC))
     log.info("Reports: %s expired reports pruned", removed)
+
+
+@job_kind(report_schedules.RUN_KIND, queue="reports")
+def scheduled(schedule_id: int) -> None:
+    """One run of a scheduled report: request it (rendered by its own job, `report.ready` when done)."""
+    with current().sessions.begin() as session:
+        schedule = session.get(ReportSchedule, schedule_id)
+        if schedule is None or not schedule.enabled:
+            return
+        report = reports.request(session, organisation_id=schedule.organisation_id, report_type=schedule.report_type,
+                                 parameters=schedule.parameters, api_client_id=None)
+        report.schedule_id = schedule.id
+    log.info("Report schedule %s: report %s requested", schedule_id, report.id)

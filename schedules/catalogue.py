@@ -12,13 +12,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    """One cron entry: a fixed id, a crontab expression (UTC), the job kind it submits and its arguments."""
+    """One cron entry: a fixed id, a crontab expression (in `timezone`), the job kind it submits and its
+    arguments; `organisation_id` owns its jobs (None: the platform's)."""
 
     id: str
     cron: str
     kind: str
     args: tuple[Any, ...] = field(default_factory=tuple)
     description: str = ""
+    timezone: str = "UTC"
+    organisation_id: int | None = None
 
 
 SCHEDULES: tuple[ScheduleEntry, ...] = (

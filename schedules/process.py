@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.runtime import Runtime
 from schedules import sync
+from schedules.catalogue import SCHEDULES, ScheduleEntry
 from workers.monitor import Monitor
 from workers.reconciler import Reconciler, reconciler_for
 
@@ -60,7 +61,7 @@ class TriageScheduler(Scheduler):  # type: ignore[misc]
     def _housekeeping(self) -> None:
         try:
             if time.monotonic() - self._synced_at >= SYNC_EVERY:
-                sync.sync(self)
+                sync.sync(self, all_entries(self.runtime))
                 self._synced_at = time.monotonic()
             orphans, losses = self.reconciler.run_once()
             if orphans or losses:
@@ -73,6 +74,14 @@ class TriageScheduler(Scheduler):  # type: ignore[misc]
             log.warning("Monitor: pass failed (%s); retrying next interval", type(exc).__name__)
 
 
+def all_entries(runtime: Runtime) -> tuple[ScheduleEntry, ...]:
+    """The platform's catalogue and every organisation's enabled report schedule."""
+    from app.services import report_schedules
+
+    with runtime.sessions.begin() as session:
+        return SCHEDULES + report_schedules.entries(session)
+
+
 def build_scheduler(runtime: Runtime) -> TriageScheduler:
     """The scheduler on the runtime's Redis, checking every reconcile interval."""
     return TriageScheduler(runtime, reconciler_for(runtime), Monitor(runtime), connection=runtime.redis,
@@ -82,5 +91,5 @@ def build_scheduler(runtime: Runtime) -> TriageScheduler:
 def run_scheduler(runtime: Runtime, *, burst: bool = False) -> None:
     """Sync the catalogue, then run the loop until SIGTERM (two may run; rq-scheduler's lock elects one)."""
     scheduler = build_scheduler(runtime)
-    sync.sync(scheduler)
+    sync.sync(scheduler, all_entries(runtime))
     scheduler.run(burst=burst)

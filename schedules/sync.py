@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
+from crontab import CronTab
 from redis import Redis
 from rq.job import Job as RqJob
 from rq_scheduler import Scheduler
-from rq_scheduler.utils import get_next_scheduled_time, to_unix
+from rq_scheduler.utils import to_unix
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,7 +39,15 @@ PLATFORM_ORGANISATION = "triage-platform"
 
 
 def _definition(entry: ScheduleEntry) -> dict[str, object]:
-    return {"id": entry.id, "cron": entry.cron, "kind": entry.kind, "args": list(entry.args)}
+    return {"id": entry.id, "cron": entry.cron, "kind": entry.kind, "args": list(entry.args),
+            "timezone": entry.timezone, "organisation_id": entry.organisation_id}
+
+
+def next_run(cron: str, timezone: str, now: datetime | None = None) -> datetime:
+    """The next time a crontab expression fires, read in its time zone (as a UTC instant)."""
+    local_now = (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
+    fires: datetime = CronTab(cron).next(now=local_now, return_datetime=True)
+    return fires.astimezone(UTC)
 
 
 def _ours(scheduler: Scheduler) -> dict[str, RqJob]:
@@ -57,8 +67,10 @@ def sync(scheduler: Scheduler, entries: tuple[ScheduleEntry, ...] = SCHEDULES) -
         if entry.id in existing and existing[entry.id].meta[META] == _definition(entry):
             continue
         spec = spec_for(entry.kind)
-        scheduler.cron(entry.cron, func=spec.func, args=list(entry.args), id=entry.id, queue_name=spec.queue,
-                       result_ttl=0, description=entry.description or entry.kind, meta={META: _definition(entry)})
+        job = scheduler.cron(entry.cron, func=spec.func, args=list(entry.args), id=entry.id, queue_name=spec.queue,
+                             result_ttl=0, description=entry.description or entry.kind,
+                             meta={META: _definition(entry)})
+        book_next(scheduler.connection, scheduler, job)  # in the entry's own time zone
         changed += 1
     if changed or removed:
         log.info("Schedules: %s added or replaced, %s removed", changed, removed)
@@ -72,7 +84,8 @@ def tick_key(entry_id: str, due: datetime) -> str:
 
 def submit_tick(session: Session, definition: dict[str, object], due: datetime) -> Job | None:
     """The ledger job of a due tick; None when this tick was submitted already."""
-    organisation_id = ensure_organisation(session, PLATFORM_ORGANISATION).id
+    owner = definition.get("organisation_id")
+    organisation_id = owner if isinstance(owner, int) else ensure_organisation(session, PLATFORM_ORGANISATION).id
     key = tick_key(str(definition["id"]), due)
     try:
         with session.begin_nested():
@@ -84,8 +97,9 @@ def submit_tick(session: Session, definition: dict[str, object], due: datetime) 
 
 
 def book_next(redis: Redis, scheduler: Scheduler, job: RqJob) -> None:
-    """Put a cron entry back into rq-scheduler at its next run time."""
-    next_time = get_next_scheduled_time(job.meta["cron_string"])
+    """Put a cron entry back into rq-scheduler at its next run time (in its time zone)."""
+    timezone = str(job.meta.get(META, {}).get("timezone") or "UTC")
+    next_time = next_run(job.meta["cron_string"], timezone).replace(tzinfo=None)  # rq-scheduler: naive UTC
     redis.zadd(scheduler.scheduled_jobs_key, {job.id: to_unix(next_time)})
 
 
@@ -102,11 +116,11 @@ class ScheduleView:
     last_run_at: datetime | None
 
 
-def views(session: Session, scheduler: Scheduler) -> list[ScheduleView]:
-    """Every declared schedule with its next run (from Redis) and its last run's outcome (ledger)."""
+def views(session: Session, scheduler: Scheduler, entries: tuple[ScheduleEntry, ...] = SCHEDULES) -> list[ScheduleView]:
+    """Every schedule with its next run (from Redis) and its last run's outcome (ledger)."""
     times = {job.id: when for job, when in scheduler.get_jobs(with_times=True)}
     found = []
-    for entry in SCHEDULES:
+    for entry in entries:
         last = session.scalars(select(Job).where(Job.idempotency_key.like(f"schedule:{entry.id}:%"))
                                .order_by(Job.id.desc()).limit(1)).first()
         found.append(ScheduleView(entry.id, entry.cron, entry.kind, entry.description, times.get(entry.id),

@@ -13,7 +13,7 @@ from app.api.idempotency import db, transactional
 from app.api.openapi import Operation, documented
 from app.runtime import Runtime
 from schedules import sync
-from schedules.process import build_scheduler
+from schedules.process import all_entries, build_scheduler
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/v1/admin")
 
@@ -44,5 +44,5 @@ class ScheduleList(BaseModel):
 def list_schedules() -> Response:
     """Next runs come from rq-scheduler in Redis, outcomes from the ledger."""
     runtime: Runtime = current_app.extensions["triage"]
-    found = sync.views(db(), build_scheduler(runtime))
+    found = sync.views(db(), build_scheduler(runtime), all_entries(runtime))
     return jsonify(ScheduleList(items=[ScheduleOut(**asdict(v)) for v in found]).model_dump(mode="json"))

@@ -16,7 +16,7 @@ from app.models.clinical import (
 from app.models.events import Event
 from app.models.hl7 import FhirResource, Hl7Message, MessageStatus, OutboundMessage
 from app.models.ledger import ApiClient, IdempotencyRecord, Job, JobAttempt, JobStatus, Organisation
-from app.models.reports import Report
+from app.models.reports import Report, ReportSchedule
 from app.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Prescription",
     "RecordConflict",
     "Report",
+    "ReportSchedule",
     "SafetyEvent",
     "WebhookAttempt",
     "WebhookDelivery",
