@@ -7,7 +7,8 @@ import time
 from datetime import UTC, datetime
 
 from prometheus_client import Histogram
-from sqlalchemy import func
+from rq import get_current_job
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Organisation, Report, ReportSchedule, WebhookEndpoint
@@ -89,18 +90,23 @@ def _deliver_to_schedule_endpoint(session: Session, report: Report, event_id: in
 def prune() -> None:
     """Delete reports whose retention has passed."""
     with current().sessions.begin() as session:
+        abandoned = reports.fail_abandoned(session)
         removed = reports.prune(session, datetime.now(UTC))
-    log.info("Reports: %s expired reports pruned", removed)
+    log.info("Reports: %s expired reports pruned, %s abandoned ones failed", removed, abandoned)
 
 
 @job_kind(report_schedules.RUN_KIND, queue="reports")
 def scheduled(schedule_id: int) -> None:
     """One run of a scheduled report: request it (rendered by its own job, `report.ready` when done)."""
+    this = get_current_job()
+    run_id = int(this.id) if this is not None and this.id.isdigit() else None
     with current().sessions.begin() as session:
         schedule = session.get(ReportSchedule, schedule_id)
         if schedule is None or not schedule.enabled:
             return
+        if run_id is not None and session.scalar(select(Report.id).where(Report.source_job_id == run_id)):
+            return  # this run's report exists: the job is running again after a crash
         report = reports.request(session, organisation_id=schedule.organisation_id, report_type=schedule.report_type,
                                  parameters=schedule.parameters, api_client_id=None)
-        report.schedule_id = schedule.id
+        report.schedule_id, report.source_job_id = schedule.id, run_id
     log.info("Report schedule %s: report %s requested", schedule_id, report.id)

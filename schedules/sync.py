@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from crontab import CronTab
@@ -44,10 +44,22 @@ def _definition(entry: ScheduleEntry) -> dict[str, object]:
 
 
 def next_run(cron: str, timezone: str, now: datetime | None = None) -> datetime:
-    """The next time a crontab expression fires, read in its time zone (as a UTC instant)."""
-    local_now = (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
-    fires: datetime = CronTab(cron).next(now=local_now, return_datetime=True)
-    return fires.astimezone(UTC)
+    """The next time a crontab expression fires, read in its time zone (as a UTC instant).
+
+    In the hour repeated when clocks go back, a wall-clock time may name an instant already past:
+    then its second occurrence (fold=1) or a later match is taken, never a time in the past.
+    """
+    now = now or datetime.now(UTC)
+    probe = now.astimezone(ZoneInfo(timezone))
+    for _ in range(1000):
+        fires: datetime | None = CronTab(cron).next(now=probe, return_datetime=True)
+        if fires is None:
+            raise ValueError(f"the crontab expression {cron!r} never fires")
+        for candidate in (fires, fires.replace(fold=1)):
+            if candidate.astimezone(UTC) > now:
+                return candidate.astimezone(UTC)
+        probe = fires + timedelta(minutes=1)
+    raise ValueError(f"no future run found for {cron!r}")
 
 
 def _ours(scheduler: Scheduler) -> dict[str, RqJob]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from flask import Blueprint, Response, current_app, jsonify, url_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import Patch, Strict
@@ -102,7 +103,7 @@ def _resync() -> None:
     runtime: Runtime = current_app.extensions["triage"]
     try:
         sync.sync(build_scheduler(runtime), all_entries(runtime))
-    except RedisError as exc:
+    except (RedisError, SQLAlchemyError) as exc:  # committed: the scheduler syncs it within a minute
         log.warning("Report schedules: not synced now (%s); the scheduler will", type(exc).__name__)
 
 

@@ -32,6 +32,17 @@ class ReportSubjectError(LookupError):
     """A patient, safety event or query named by the parameters is not there."""
 
 
+def _amount(value: Any, unit: str) -> str:
+    """A dose as people write it: 10 mg, 2.5 mL (never 1E+1)."""
+    return f"{format(value.normalize(), 'f')} {unit}"
+
+
+def _day(value: str) -> str:
+    """A FHIR date of any precision as a full date (2019-05 → 2019-05-01)."""
+    parts = value[:10].split("-")
+    return "-".join((parts + ["01", "01"])[:3]) if parts[0] else "1900-01-01"
+
+
 def _name(patient: Patient) -> str:
     return f"{patient.given_name} {patient.family_name}"
 
@@ -62,7 +73,7 @@ def _immunizations(session: Session, organisation_id: int, patient: Patient) -> 
         vaccine = r.get("vaccineCode", {})
         found.append({"vaccine": vaccine.get("text") or (vaccine.get("coding") or [{}])[0].get("display")
                       or (vaccine.get("coding") or [{}])[0].get("code") or "unknown",
-                      "date": str(r.get("occurrenceDateTime", ""))[:10] or "1900-01-01",
+                      "date": _day(str(r.get("occurrenceDateTime", ""))),
                       "status": r.get("status", "completed")})
     return sorted(found, key=lambda i: i["date"])
 
@@ -72,7 +83,7 @@ def student_health_summary(session: Session, organisation_id: int, params: Data)
     patient = _patient(session, organisation_id, params["patient_id"])
     allergies = session.scalars(select(Allergy).where(Allergy.patient_id == patient.id)).all()
     prescriptions = session.execute(select(Prescription, Medication).join(Medication).where(
-        Prescription.patient_id == patient.id)).all()
+        Prescription.patient_id == patient.id, Prescription.active.is_(True))).all()
     given = session.execute(select(Administration, Medication).join(
         Prescription, Prescription.id == Administration.prescription_id).join(Medication).where(
         Administration.patient_id == patient.id).order_by(Administration.given_at.desc()).limit(50)).all()
@@ -82,11 +93,11 @@ def student_health_summary(session: Session, organisation_id: int, params: Data)
                                     if v]},
         "allergies": [{"substance": a.substance_name, "severity": a.severity, "reaction": a.reaction}
                       for a in allergies],
-        "prescriptions": [{"medication": m.name, "dose": f"{p.dose_amount.normalize()} {p.dose_unit}",
+        "prescriptions": [{"medication": m.name, "dose": _amount(p.dose_amount, p.dose_unit),
                            "route": p.route, "times_of_day": list(p.times_of_day), "start": p.start_date.isoformat(),
                            "end": p.end_date.isoformat() if p.end_date else None} for p, m in prescriptions],
         "administrations": [{"given_at": a.given_at.isoformat(), "medication": m.name,
-                             "dose": f"{a.dose_amount.normalize()} {a.dose_unit}", "status": a.status,
+                             "dose": _amount(a.dose_amount, a.dose_unit), "status": a.status,
                              "by": a.administered_by} for a, m in given],
         "immunizations": _immunizations(session, organisation_id, patient),
     }
@@ -114,7 +125,7 @@ def medication_administration_log(session: Session, organisation_id: int, params
         query = query.where(Administration.patient_id == patient.id)
         events = events.where(SafetyEvent.patient_id == patient.id)
     rows = [{"given_at": a.given_at.isoformat(), "medication": m.name, "route": a.route,
-             "dose": f"{a.dose_amount.normalize()} {a.dose_unit}", "status": a.status, "by": a.administered_by,
+             "dose": _amount(a.dose_amount, a.dose_unit), "status": a.status, "by": a.administered_by,
              "reason": a.reason_detail or a.reason,
              **({} if patient else {"patient": {"name": _name(p), "identifier": _identifier(p)}})}
             for a, m, p in session.execute(query)]

@@ -33,9 +33,11 @@ def check_cron(expression: str) -> None:
     if len(expression.split()) != 5:
         raise InvalidScheduleError("cron", "give five fields: minute hour day-of-month month day-of-week")
     try:
-        CronTab(expression)
+        fires = CronTab(expression).next(default_utc=True)
     except ValueError as exc:
         raise InvalidScheduleError("cron", f"not a valid crontab expression: {exc}") from None
+    if fires is None:
+        raise InvalidScheduleError("cron", "this crontab expression never fires")
 
 
 def check_timezone(name: str) -> None:

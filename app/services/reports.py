@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Report
+from app.models import Job, JobStatus, Report
 from app.services import jobs
 
 GENERATE_KIND = "reports.generate"
@@ -68,6 +68,15 @@ def finish(session: Session, report: Report, pdf: bytes, pages: int, retention_d
 def fail(session: Session, report: Report, reason: str) -> None:
     """The report cannot be made (reason names ids, never PHI)."""
     report.status, report.error, report.finished_at = "failed", reason[:500], func.now()
+
+
+def fail_abandoned(session: Session) -> int:
+    """Reports still queued or running whose job ended (dead after a crash, cancelled, purged): failed."""
+    ended = select(Job.id).where(Job.status.in_((JobStatus.DEAD.value, JobStatus.CANCELLED.value)))
+    result = session.execute(update(Report).where(Report.status.in_(("queued", "running")), Report.job_id.in_(ended))
+                             .values(status="failed", error="its job ended without finishing the report",
+                                     finished_at=func.now()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def prune(session: Session, now: datetime) -> int:

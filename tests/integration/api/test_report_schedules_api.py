@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from app.models import Report, WebhookDelivery
 from app.runtime import Runtime
 from jobs.reports import generate, scheduled
 from schedules.process import build_scheduler
+from schedules.sync import next_run
 from tests.integration.api.conftest import Key
 from tests.support.clinic import Clinic, seed_clinic
 
@@ -36,6 +39,7 @@ def in_redis(runtime: Runtime) -> list[str]:
     ({"cron": "61 * * * *"}, "cron"),
     ({"cron": "every morning"}, "cron"),
     ({"cron": "0 6 * * * 2027"}, "cron"),
+    ({"cron": "0 0 31 2 *"}, "cron"),  # never fires
     ({"timezone": "Mars/Olympus"}, "timezone"),
     ({"parameters": {"query": "patients"}}, "query"),
     ({"endpoint_id": 999}, "endpoint_id"),
@@ -74,3 +78,21 @@ def test_a_run_makes_a_report_and_tells_the_schedules_endpoint(client: FlaskClie
     with clean.sessions() as session:
         [delivery] = session.scalars(select(WebhookDelivery)).all()
     assert delivery.endpoint_id == endpoint["id"]  # not subscribed to report.ready, but the schedule names it
+
+
+def test_a_rerun_of_a_scheduled_tick_makes_no_second_report(client: FlaskClient, alice: Key, clean: Runtime,
+                                                            clinic: Clinic, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = schedule(client, alice).json
+    monkeypatch.setattr("jobs.reports.get_current_job", lambda: SimpleNamespace(id="4242"))
+    scheduled(made["id"])
+    scheduled(made["id"])  # the same run again (a crash after its commit)
+    with clean.sessions() as session:
+        assert [r.source_job_id for r in session.scalars(select(Report))] == [4242]
+
+
+def test_schedules_skip_the_past_when_clocks_go_back() -> None:
+    """In the repeated hour a wall-clock time may name an instant already past: never book it."""
+    now = datetime(2026, 10, 25, 1, 20, tzinfo=UTC)  # 01:20 GMT, the second 01:xx in London
+    assert next_run("*/15 * * * *", "Europe/London", now) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert next_run("0 6 * * *", "Europe/Berlin", datetime(2026, 12, 2, 2, 0, tzinfo=UTC)) == \
+        datetime(2026, 12, 2, 5, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from pypdf import PdfReader
 from sqlalchemy import insert, select, update
 
 from app.api.administration_schemas import AdministrationIn
-from app.models import Administration, Event, Patient, Report, SafetyEvent
+from app.models import Administration, Event, Job, Patient, Report, SafetyEvent
 from app.runtime import Runtime
 from app.services.administrations import decide, receive
 from jobs.errors import PermanentError
@@ -70,6 +70,7 @@ def test_a_health_summary_is_requested_rendered_and_downloaded(client: FlaskClie
     assert f"student_health_summary-{report_id}.pdf" in pdf.headers["Content-Disposition"]
     text, pages = text_of(pdf.data)
     assert "José Müller-Ñúñez" in text and "Amoxicillin" in text and f"Page 1 of {pages}" in text
+    assert "500 mg" in text and "E+" not in text  # doses as people write them
 
 
 def test_progress_moves_from_0_to_100_on_a_multi_page_log(client: FlaskClient, alice: Key, clean: Runtime,
@@ -152,3 +153,15 @@ def test_expired_reports_are_pruned(client: FlaskClient, alice: Key, clean: Runt
         session.execute(update(Report).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     prune()
     assert client.get(f"/v1/reports/{report_id}", headers=alice.headers).status_code == 404
+
+
+def test_a_report_whose_job_died_is_failed_not_left_running(client: FlaskClient, alice: Key, clean: Runtime,
+                                                            clinic: Clinic) -> None:
+    report_id = ask(client, alice, "student_health_summary", patient_id=clinic.patient_id).json["id"]
+    with clean.sessions.begin() as session:  # the worker was SIGKILLed on the last attempt
+        report = session.get_one(Report, report_id)
+        report.status = "running"
+        session.execute(update(Job).where(Job.id == report.job_id).values(status="dead"))
+    prune()
+    failed = client.get(f"/v1/reports/{report_id}", headers=alice.headers).json
+    assert failed["status"] == "failed" and "job ended" in failed["error"]
