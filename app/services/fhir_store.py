@@ -9,6 +9,7 @@ deterministic ids (from natural keys), so a repeated message updates them in pla
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,25 +106,31 @@ def save(session: Session, organisation_id: int, resources: list[dict[str, Any]]
             if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
                 resource["id"] = stored_patient
     ref = f"Patient/{stored_patient}" if stored_patient else None
-    return [_upsert(session, organisation_id, r, stored_patient if _concerns(r, ref) else None, message_id)
-            for r in resources]
+    return _upsert_all(session, organisation_id, resources, lambda r: stored_patient if _concerns(r, ref) else None,
+                       message_id)
 
 
-def _upsert(session: Session, organisation_id: int, resource: dict[str, Any], patient_id: str | None,
-            message_id: int) -> str:
-    kind, rid = resource["resourceType"], resource["id"]
-    resource["meta"] = {**resource.get("meta", {}), "versionId": "1", "lastUpdated": datetime.now(UTC).isoformat()}
-    statement = insert(FhirResource).values(organisation_id=organisation_id, resource_type=kind, id=rid,
-                                            resource=resource, patient_id=patient_id, message_id=message_id)
-    next_version = FhirResource.version_id + 1
-    session.execute(statement.on_conflict_do_update(
-        index_elements=["organisation_id", "resource_type", "id"],
-        set_={"resource": func.jsonb_set(statement.excluded.resource, "{meta,versionId}",
-                                         func.to_jsonb(func.cast(next_version, Text))),
-              "patient_id": statement.excluded.patient_id, "message_id": message_id, "version_id": next_version,
-              "updated_at": func.now()},
-        where=or_(FhirResource.message_id.is_(None), FhirResource.message_id <= message_id)))
-    return f"{kind}/{rid}"
+def _upsert_all(session: Session, organisation_id: int, resources: list[dict[str, Any]],
+                patient_of: Callable[[dict[str, Any]], str | None], message_id: int) -> list[str]:
+    """Insert or update every resource in one statement (the last copy of a repeated id wins)."""
+    now = datetime.now(UTC).isoformat()
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for resource in resources:
+        kind, rid = resource["resourceType"], resource["id"]
+        resource["meta"] = {**resource.get("meta", {}), "versionId": "1", "lastUpdated": now}
+        rows[(kind, rid)] = {"organisation_id": organisation_id, "resource_type": kind, "id": rid,
+                             "resource": resource, "patient_id": patient_of(resource), "message_id": message_id}
+    if rows:
+        statement = insert(FhirResource).values(list(rows.values()))
+        next_version = FhirResource.version_id + 1
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["organisation_id", "resource_type", "id"],
+            set_={"resource": func.jsonb_set(statement.excluded.resource, "{meta,versionId}",
+                                             func.to_jsonb(func.cast(next_version, Text))),
+                  "patient_id": statement.excluded.patient_id, "message_id": message_id,
+                  "version_id": next_version, "updated_at": func.now()},
+            where=or_(FhirResource.message_id.is_(None), FhirResource.message_id <= message_id)))
+    return [f"{kind}/{rid}" for kind, rid in (( r["resourceType"], r["id"]) for r in resources)]
 
 
 def read(session: Session, organisation_id: int, resource_type: str, resource_id: str) -> dict[str, Any]:
