@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ def emit(session: Session, *, organisation_id: int, type: str, subject: str, pay
     event_id: int | None = session.execute(
         insert(Event)
         .values(organisation_id=organisation_id, type=type, dedupe_key=f"{type}:{subject}",
-                payload={"type": type, **payload})
+                payload={"type": type, **payload}, dispatched_at=func.now() if deliver else None)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(Event.id)
     ).scalar_one_or_none()
@@ -47,7 +48,8 @@ def emit_many(session: Session, emissions: list[Emission], *, chunk: int = 1000)
     new: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for start in range(0, len(emissions), chunk):
         rows = [{"organisation_id": e.organisation_id, "type": e.type, "dedupe_key": f"{e.type}:{e.subject}",
-                 "payload": {"type": e.type, **e.payload}} for e in emissions[start : start + chunk]]
+                 "payload": {"type": e.type, **e.payload}, "dispatched_at": func.now()}
+                for e in emissions[start : start + chunk]]
         inserted = session.execute(insert(Event).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
                                    .returning(Event.id, Event.organisation_id, Event.type))
         for event_id, organisation_id, kind in inserted:

@@ -93,15 +93,15 @@ def fan_out(session: Session, event_id: int, organisation_id: int, event_type: s
 
 
 def fan_out_many(session: Session, organisation_id: int, created: list[tuple[int, str]]) -> int:
-    """Deliveries for an organisation's new events (id, type), reading its endpoints once; how many."""
+    """Deliveries for an organisation's new events (id, type), reading its endpoints once; how many.
+
+    The events were stored with `dispatched_at` set: fan-out happens in the same transaction."""
     endpoints = session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == organisation_id,
                                       WebhookEndpoint.enabled.is_(True), WebhookEndpoint.deleted_at.is_(None))
     ).all()
     made = [create(session, event_id, organisation_id, ep) for event_id, event_type in created
             for ep in endpoints if matches(ep.event_types, event_type)]
-    session.execute(update(Event).where(Event.id.in_([event_id for event_id, _ in created]))
-                    .values(dispatched_at=func.now()))
     return sum(1 for m in made if m is not None)
 
 
