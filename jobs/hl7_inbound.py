@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app import fhir
 from app.models import Hl7Message, MessageStatus
 from app.runtime import Runtime, current
-from app.services import events, fhir_store, hl7_administrations, hl7_envelope
+from app.services import events, fhir_store, hl7_administrations, hl7_care, hl7_envelope
 from app.services.hl7_intake import TRANSFORM_KIND
 from jobs.attempts import attempt_number
 from jobs.errors import PermanentError
@@ -46,6 +46,8 @@ def _transform(session: Session, message: Hl7Message) -> str | None:
     warnings = list(result.warnings)
     if result.message_type == "RAS^O17":
         warnings += hl7_administrations.record(session, message, result.resources)
+    if result.message_type in ("VXU^V04", "SIU^S12"):
+        warnings += hl7_care.record(session, message, result.resources, stored)
     message.status, message.resources = MessageStatus.PROCESSED.value, stored
     message.error = "; ".join(warnings)[:500] or None
     message.processed_at = func.now()

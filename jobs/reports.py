@@ -107,6 +107,6 @@ def scheduled(schedule_id: int) -> None:
         if run_id is not None and session.scalar(select(Report.id).where(Report.source_job_id == run_id)):
             return  # this run's report exists: the job is running again after a crash
         report = reports.request(session, organisation_id=schedule.organisation_id, report_type=schedule.report_type,
-                                 parameters=schedule.parameters, api_client_id=None)
+                                 parameters=schedule.parameters, api_client_id=None, timezone=schedule.timezone)
         report.schedule_id, report.source_job_id = schedule.id, run_id
     log.info("Report schedule %s: report %s requested", schedule_id, report.id)

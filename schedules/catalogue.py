@@ -27,6 +27,10 @@ class ScheduleEntry:
 SCHEDULES: tuple[ScheduleEntry, ...] = (
     ScheduleEntry("medication-reminders", "*/15 * * * *", "reminders.medication",
                   description="Doses due in the next 30 min and doses missed (every 15 min)"),
+    ScheduleEntry("medication-digests", "*/15 * * * *", "reminders.medication_digest",
+                  description="Each organisation's 00:00 and 06:00 local digest of the day's doses (checked every 15 min)"),
+    ScheduleEntry("immunization-check", "10 0 * * *", "reminders.immunizations",
+                  description="Immunization doses overdue against the requirements (daily)"),
     ScheduleEntry("appointment-reminders", "5 * * * *", "reminders.appointments",
                   description="Booked appointments in the next 24 h (hourly)"),
     ScheduleEntry("inventory-maintenance", "*/15 * * * *", "maintenance.inventory",

@@ -1,4 +1,5 @@
-"""Set-up endpoints for the clinical domain: patients, allergies, medications, prescriptions, inventory.
+"""Set-up endpoints for the clinical domain: patients, allergies, medications, prescriptions, inventory,
+immunizations (requirements, doses, exemptions), appointments, and the organisation's own settings.
 
 Each resource gets the same four routes (create, list, read, update), scoped to the caller's
 organisation: `clinical:write` to change, `clinical:read` to read.
@@ -13,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import BaseModel
 
+from app.api import care_schemas as c
 from app.api import clinical_schemas as s
 from app.api.auth import current_caller, requires
 from app.api.idempotency import db, transactional
@@ -20,7 +22,18 @@ from app.api.openapi import Operation, documented
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.problems import FieldError, Problem
 from app.api.validation import body, query
-from app.models import Allergy, InventoryLot, Medication, Patient, Prescription
+from app.models import (
+    Allergy,
+    Appointment,
+    Immunization,
+    ImmunizationExemption,
+    ImmunizationRequirement,
+    InventoryLot,
+    Medication,
+    Organisation,
+    Patient,
+    Prescription,
+)
 from app.services import clinical
 
 blueprint = Blueprint("clinical", __name__, url_prefix="/v1")
@@ -47,6 +60,14 @@ RESOURCES = (
              s.PrescriptionQuery),
     Resource("inventory-lots", "inventory_lot", InventoryLot, s.InventoryLotIn, s.InventoryLotPatch, s.InventoryLotOut,
              s.InventoryLotQuery),
+    Resource("immunization-requirements", "immunization_requirement", ImmunizationRequirement, c.RequirementIn,
+             c.RequirementPatch, c.RequirementOut),
+    Resource("immunizations", "immunization", Immunization, c.ImmunizationIn, c.ImmunizationPatch, c.ImmunizationOut,
+             c.PatientQuery),
+    Resource("immunization-exemptions", "immunization_exemption", ImmunizationExemption, c.ExemptionIn,
+             c.ExemptionPatch, c.ExemptionOut, c.PatientQuery),
+    Resource("appointments", "appointment", Appointment, c.AppointmentIn, c.AppointmentPatch, c.AppointmentOut,
+             c.PatientQuery),
 )
 
 
@@ -128,3 +149,27 @@ def _register(resource: Resource) -> None:
 
 for _resource in RESOURCES:
     _register(_resource)
+
+
+@blueprint.get("/organisation")
+@requires("clinical:read")
+@documented(Operation("The caller's organisation and its settings", response=c.OrganisationOut,
+                      errors=(401, 403), tags=("organisation",)))
+@transactional
+def get_organisation() -> Response:
+    """The caller's organisation."""
+    organisation = db().get(Organisation, current_caller().organisation_id)
+    return jsonify(c.OrganisationOut.model_validate(organisation).model_dump(mode="json"))
+
+
+@blueprint.patch("/organisation")
+@requires("clinical:write")
+@documented(Operation("Change the organisation's settings (its time zone: reminder times are local)",
+                      body=c.OrganisationPatch, response=c.OrganisationOut, errors=(401, 403), tags=("organisation",)))
+@transactional
+def patch_organisation() -> Response:
+    """Set the caller's organisation's time zone."""
+    organisation = db().get(Organisation, current_caller().organisation_id, with_for_update=True)
+    assert organisation is not None
+    organisation.timezone = body(c.OrganisationPatch).timezone
+    return jsonify(c.OrganisationOut.model_validate(organisation).model_dump(mode="json"))

@@ -18,20 +18,27 @@ from app.api.validation import body, query
 from app.models import Report
 from app.services import reports
 from app.services.report_data import QUERIES
+from app.services.report_periods import PERIODS
 
 blueprint = Blueprint("reports", __name__, url_prefix="/v1")
 _TAGS = ("reports",)
 
 
 class Period(Strict):
-    """An inclusive date range."""
+    """An inclusive date range: `from` and `to`, or a relative `period` resolved when the report is
+    requested (for a scheduled report: at each run, in the schedule's time zone)."""
 
-    from_: date = Field(alias="from")
-    to: date
+    from_: date | None = Field(default=None, alias="from")
+    to: date | None = None
+    period: Literal[tuple(PERIODS)] | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _ordered(self) -> Period:
-        if self.from_ > self.to:
+        if self.period is not None and (self.from_ is not None or self.to is not None):
+            raise ValueError("give either period or from and to, not both")
+        if self.period is None and (self.from_ is None or self.to is None):
+            raise ValueError("give from and to, or a relative period")
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
             raise ValueError("from is after to")
         return self
 
@@ -48,18 +55,13 @@ class MarParams(Period):
     patient_id: int | None = None
 
 
-class Requirement(Strict):
-    """A required vaccine (matched against immunization vaccine names) and its doses."""
-
-    vaccine: Annotated[str, Field(min_length=1, max_length=100)]
-    doses: Annotated[int, Field(ge=1, le=10)]
-
-
 class ComplianceParams(Strict):
-    """immunization_compliance: the requirements, and a cohort name for the title."""
+    """immunization_compliance: patients (all, or a cohort's ids) against the organisation's immunization
+    requirements on a day (default: today), with a cohort name for the title."""
 
-    requirements: Annotated[list[Requirement], Field(min_length=1, max_length=12)]
+    patient_ids: Annotated[list[int], Field(min_length=1, max_length=10000)] | None = None
     cohort: Annotated[str, Field(max_length=200)] | None = None
+    as_of: date | None = None
 
 
 class IncidentParams(Strict):
@@ -75,6 +77,7 @@ class CustomParams(Strict):
     title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     from_: date | None = Field(default=None, alias="from")
     to: date | None = None
+    period: Literal[tuple(PERIODS)] | None = None  # type: ignore[valid-type]
 
 
 PARAMETERS: dict[str, type[BaseModel]] = {

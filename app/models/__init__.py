@@ -1,6 +1,7 @@
 """Every Triage table: the job ledger, the clinical domain, the event outbox, webhooks, alerts and HL7/FHIR."""
 
 from app.models.alerts import Alert, AlertChannel, AlertNotification
+from app.models.care import Appointment, Immunization, ImmunizationExemption, ImmunizationRequirement
 from app.models.clinical import (
     Administration,
     AdministrationRevision,
@@ -28,11 +29,15 @@ __all__ = [
     "AlertNotification",
     "Allergy",
     "ApiClient",
+    "Appointment",
     "DeliveryStatus",
     "Event",
     "FhirResource",
     "Hl7Message",
     "IdempotencyRecord",
+    "Immunization",
+    "ImmunizationExemption",
+    "ImmunizationRequirement",
     "InventoryLot",
     "Job",
     "JobAttempt",

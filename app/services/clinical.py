@@ -1,4 +1,5 @@
-"""Patients, allergies, medications, prescriptions and inventory: scoped create, read, update.
+"""Patients, allergies, medications, prescriptions, inventory, immunizations and appointments: scoped
+create, read, update.
 
 Every row belongs to one organisation; a reference to another organisation's row is treated
 exactly like a reference to no row at all, so nothing reveals what other tenants hold.
@@ -13,9 +14,21 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Administration, Allergy, InventoryLot, Medication, Patient, Prescription
+from app.models import (
+    Administration,
+    Allergy,
+    Appointment,
+    Immunization,
+    ImmunizationExemption,
+    ImmunizationRequirement,
+    InventoryLot,
+    Medication,
+    Patient,
+    Prescription,
+)
 
-Row = TypeVar("Row", Patient, Allergy, Medication, Prescription, InventoryLot, Administration)
+Row = TypeVar("Row", Patient, Allergy, Medication, Prescription, InventoryLot, Administration, ImmunizationRequirement,
+              Immunization, ImmunizationExemption, Appointment)
 
 #: Which fields of each table point at another organisation-scoped table.
 REFERENCES: dict[type[Any], dict[str, type[Any]]] = {
@@ -23,6 +36,9 @@ REFERENCES: dict[type[Any], dict[str, type[Any]]] = {
     Prescription: {"patient_id": Patient, "medication_id": Medication},
     InventoryLot: {"medication_id": Medication},
     Administration: {"patient_id": Patient, "prescription_id": Prescription, "lot_id": InventoryLot},
+    Immunization: {"patient_id": Patient},
+    ImmunizationExemption: {"patient_id": Patient, "requirement_id": ImmunizationRequirement},
+    Appointment: {"patient_id": Patient},
 }
 
 

@@ -31,7 +31,7 @@ def _medical_record_numbers(patient: dict[str, Any] | None) -> list[str]:
             and any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", []))]
 
 
-def _patient(session: Session, organisation_id: int, patient: dict[str, Any] | None) -> Patient | None:
+def clinical_patient(session: Session, organisation_id: int, patient: dict[str, Any] | None) -> Patient | None:
     """The one clinical patient with that MRN (none, or more than one, is no match)."""
     values = _medical_record_numbers(patient)
     if not values:
@@ -76,7 +76,7 @@ def _record(message: Hl7Message, given: dict[str, Any], patient: Patient, prescr
 def record(session: Session, message: Hl7Message, resources: list[dict[str, Any]]) -> list[str]:
     """Receive an administration per completed MedicationAdministration; warnings for the rest."""
     patient_resource = next((r for r in resources if r["resourceType"] == "Patient"), None)
-    patient = _patient(session, message.organisation_id, patient_resource)
+    patient = clinical_patient(session, message.organisation_id, patient_resource)
     warnings = []
     for given in (r for r in resources if r["resourceType"] == "MedicationAdministration"):
         if given.get("status") != "completed":

@@ -1,8 +1,10 @@
 """Reminders and inventory maintenance: conditions found on a schedule, announced once as events.
 
 Every reminder is an event whose dedupe key is its natural key (prescription + scheduled time,
-appointment + start, lot + day), so regenerating, rerunning or two generators at once never
-announce one twice. Schedules (times of day) are read in UTC: organisations have no time zone yet.
+appointment + start, lot + day, organisation + digest slot), so regenerating, rerunning or two
+generators at once never announce one twice. A prescription's times of day are wall-clock times
+in its organisation's time zone (DST included); a prescription with `interval_hours` and no times
+of day is due every so many hours from local midnight of its start date.
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.models import Administration, FhirResource, InventoryLot, Medication, Prescription
+from app.models import Administration, Appointment, InventoryLot, Medication, Organisation, Prescription
 from app.services import alerts, events
 
 #: Administrations that count as "given" for a scheduled dose.
 _GIVEN = ("received", "recorded")
+_UTC = ZoneInfo("UTC")
+#: Local times of the daily medication digests, and how late one may still go out.
+DIGEST_SLOTS = (time(0, 0), time(6, 0))
+DIGEST_LATE = timedelta(hours=2)
+DIGEST_MAX_DOSES = 500  # doses listed in one digest (all are counted)
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,36 @@ class Found:
     missed: int = 0
 
 
-def scheduled_times(prescription: Prescription, start: datetime, end: datetime) -> list[datetime]:
-    """The prescription's doses (times of day, UTC) in [start, end), within its start and end dates."""
+def scheduled_times(prescription: Prescription, start: datetime, end: datetime, zone: ZoneInfo = _UTC
+                    ) -> list[datetime]:
+    """The prescription's doses (UTC) in [start, end), within its start and end dates (local days)."""
+    if not prescription.times_of_day:
+        return _every(prescription, start, end, zone)
     found = []
-    day = start.date()
-    while day <= end.date():
+    day = start.astimezone(zone).date() - timedelta(days=1)
+    while day <= end.astimezone(zone).date():
         if prescription.start_date <= day and (prescription.end_date is None or day <= prescription.end_date):
             for slot in prescription.times_of_day:
-                when = datetime.combine(day, time.fromisoformat(slot), tzinfo=UTC)
+                when = datetime.combine(day, time.fromisoformat(slot), tzinfo=zone).astimezone(UTC)
                 if start <= when < end:
                     found.append(when)
         day += timedelta(days=1)
+    return found
+
+
+def _every(prescription: Prescription, start: datetime, end: datetime, zone: ZoneInfo) -> list[datetime]:
+    """Doses every `interval_hours` from local midnight of the start date, until the end date."""
+    if not prescription.interval_hours:
+        return []
+    step = timedelta(hours=prescription.interval_hours)
+    first = datetime.combine(prescription.start_date, time.min, tzinfo=zone).astimezone(UTC)
+    last = (datetime.combine(prescription.end_date + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+            if prescription.end_date else end)
+    when = first + step * max(0, -(-(start - first) // step))
+    found = []
+    while when < min(end, last):
+        found.append(when)
+        when += step
     return found
 
 
@@ -66,14 +93,12 @@ def medication(session: Session, now: datetime, windows: Windows = Windows()) ->
     """`reminder.medication_due` for doses in the next window not yet given; `reminder.medication_missed`
     (and an alert for critical medications) for doses past the grace period that were never given."""
     start, end = now - windows.lookback, now + windows.ahead
-    rows = session.execute(select(Prescription, Medication.critical).join(Medication).where(
-        Prescription.active.is_(True), Prescription.prn.is_(False), Prescription.start_date <= end.date(),
-        or_(Prescription.end_date.is_(None), Prescription.end_date >= start.date()))).all()
-    given = _given(session, [p.id for p, _ in rows], start - windows.grace, end + windows.grace)
+    rows = _prescriptions(session, start, end)
+    given = _given(session, [p.id for p, _, _ in rows], start - windows.grace, end + windows.grace)
     due: list[events.Emission] = []
     missed: list[events.Emission] = []
-    for prescription, critical in rows:
-        for when in scheduled_times(prescription, start, end):
+    for prescription, critical, zone in rows:
+        for when in scheduled_times(prescription, start, end, zone):
             if any(abs(g - when) <= windows.grace for g in given.get(prescription.id, ())):
                 continue
             if when >= now:
@@ -83,6 +108,59 @@ def medication(session: Session, now: datetime, windows: Windows = Windows()) ->
                 if critical:
                     _critical_missed(session, prescription, when)
     return Found(events.emit_many(session, due), events.emit_many(session, missed))
+
+
+def _last_slot(now: datetime, zone: ZoneInfo) -> datetime:
+    """The latest digest slot (local 00:00 or 06:00) at or before `now`."""
+    local = now.astimezone(zone).date()
+    return max(when for day in (local - timedelta(days=1), local) for slot in DIGEST_SLOTS
+               if (when := datetime.combine(day, slot, tzinfo=zone).astimezone(UTC)) <= now)
+
+
+def digests(session: Session, now: datetime, windows: Windows = Windows()) -> int:
+    """`reminder.medication_digest` at 00:00 and 06:00 of each organisation's local day: the doses still
+    due until local midnight and how many were missed in the 24 h before; once per slot, up to two
+    hours late (a digest later than that is not worth sending)."""
+    emissions = []
+    for organisation_id, name in session.execute(select(Organisation.id, Organisation.timezone)):
+        zone = ZoneInfo(name)
+        slot = _last_slot(now, zone)
+        if now - slot > DIGEST_LATE:
+            continue
+        start = slot - timedelta(hours=24)
+        end = datetime.combine(slot.astimezone(zone).date() + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+        rows = _prescriptions(session, start, end, organisation_id)
+        given = _given(session, [p.id for p, _, _ in rows], start - windows.grace, end + windows.grace)
+        due, missed = [], 0
+        for prescription, _, _ in rows:
+            for when in scheduled_times(prescription, start, end, zone):
+                if any(abs(g - when) <= windows.grace for g in given.get(prescription.id, ())):
+                    continue
+                if when >= slot:
+                    due.append({"prescription_id": prescription.id, "patient_id": prescription.patient_id,
+                                "scheduled_at": when.isoformat()})
+                elif when <= slot - windows.grace:
+                    missed += 1
+        emissions.append(events.Emission(organisation_id, "reminder.medication_digest", f"{organisation_id}:{slot.isoformat()}",
+                                         {"slot": slot.astimezone(zone).isoformat(), "timezone": name,
+                                          "doses_due": len(due), "doses_missed": missed,
+                                          "due": due[:DIGEST_MAX_DOSES], "truncated": len(due) > DIGEST_MAX_DOSES}))
+    return events.emit_many(session, emissions)
+
+
+def _prescriptions(session: Session, start: datetime, end: datetime,
+                   organisation_id: int | None = None) -> list[tuple[Prescription, bool, ZoneInfo]]:
+    """Active scheduled prescriptions that may have doses in [start, end), with criticality and time zone."""
+    query = select(Prescription, Medication.critical, Organisation.timezone).select_from(Prescription).join(
+        Medication, Medication.id == Prescription.medication_id).join(
+        Organisation, Organisation.id == Prescription.organisation_id).where(
+        Prescription.active.is_(True), Prescription.prn.is_(False),
+        Prescription.start_date <= (end + timedelta(days=1)).date(),
+        or_(Prescription.end_date.is_(None), Prescription.end_date >= (start - timedelta(days=1)).date()))
+    if organisation_id is not None:
+        query = query.where(Prescription.organisation_id == organisation_id)
+    zones: dict[str, ZoneInfo] = {}
+    return [(p, critical, zones.setdefault(name, ZoneInfo(name))) for p, critical, name in session.execute(query)]
 
 
 def _reminder(prescription: Prescription, kind: str, when: datetime) -> events.Emission:
@@ -99,18 +177,13 @@ def _critical_missed(session: Session, prescription: Prescription, when: datetim
 
 
 def appointments(session: Session, now: datetime, ahead: timedelta = timedelta(hours=24)) -> int:
-    """`reminder.appointment_upcoming` for booked appointments (from SIU) starting within `ahead`."""
-    count = 0
-    rows = session.scalars(select(FhirResource).where(FhirResource.resource_type == "Appointment",
-                                                      FhirResource.resource["status"].astext == "booked"))
-    for row in rows:
-        start = row.resource.get("start")
-        if not start or not (now <= datetime.fromisoformat(start) <= now + ahead):
-            continue
-        emitted = events.emit(session, organisation_id=row.organisation_id, type="reminder.appointment_upcoming",
-                              subject=f"{row.id}:{start}", payload={"appointment_id": row.id, "start": start})
-        count += emitted is not None
-    return count
+    """`reminder.appointment_upcoming` for booked appointments (API or SIU) starting within `ahead`;
+    a rescheduled appointment is announced again for its new start."""
+    rows = session.scalars(select(Appointment).where(Appointment.status == "booked", Appointment.start >= now,
+                                                     Appointment.start <= now + ahead))
+    return events.emit_many(session, [events.Emission(
+        row.organisation_id, "reminder.appointment_upcoming", f"{row.id}:{row.start.isoformat()}",
+        {"appointment_id": row.id, "patient_id": row.patient_id, "start": row.start.isoformat()}) for row in rows])
 
 
 def inventory(session: Session, today: date, expiring_within_days: int) -> tuple[int, int]:

@@ -6,9 +6,8 @@ ReportSubjectError (the report fails with that reason, naming ids only).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -17,13 +16,14 @@ from sqlalchemy.orm import Session
 from app.models import (
     Administration,
     Allergy,
-    FhirResource,
+    Immunization,
     InventoryLot,
     Medication,
     Patient,
     Prescription,
     SafetyEvent,
 )
+from app.services import immunizations
 
 Data = dict[str, Any]
 
@@ -58,24 +58,11 @@ def _patient(session: Session, organisation_id: int, patient_id: int) -> Patient
     return patient
 
 
-def _immunizations(session: Session, organisation_id: int, patient: Patient) -> list[Data]:
-    """Immunizations from HL7 (VXU) for the FHIR Patient carrying this patient's MRN or student number."""
-    values = [v for v in (patient.mrn, patient.student_number) if v]
-    fhir_ids = [r.id for r in session.scalars(select(FhirResource).where(
-        FhirResource.organisation_id == organisation_id, FhirResource.resource_type == "Patient"))
-        if any(i.get("value") in values for i in r.resource.get("identifier", []))] if values else []
-    rows = session.scalars(select(FhirResource).where(FhirResource.organisation_id == organisation_id,
-                                                      FhirResource.resource_type == "Immunization",
-                                                      FhirResource.patient_id.in_(fhir_ids))).all()
-    found = []
-    for row in rows:
-        r = row.resource
-        vaccine = r.get("vaccineCode", {})
-        found.append({"vaccine": vaccine.get("text") or (vaccine.get("coding") or [{}])[0].get("display")
-                      or (vaccine.get("coding") or [{}])[0].get("code") or "unknown",
-                      "date": _day(str(r.get("occurrenceDateTime", ""))),
-                      "status": r.get("status", "completed")})
-    return sorted(found, key=lambda i: i["date"])
+def _immunizations(session: Session, patient: Patient) -> list[Data]:
+    """The patient's recorded immunizations (from the API, or from HL7 VXU matched by MRN), oldest first."""
+    rows = session.scalars(select(Immunization).where(Immunization.patient_id == patient.id)
+                           .order_by(Immunization.occurred_on, Immunization.id))
+    return [{"vaccine": i.vaccine_name, "date": i.occurred_on.isoformat(), "status": i.status} for i in rows]
 
 
 def student_health_summary(session: Session, organisation_id: int, params: Data) -> Data:
@@ -99,7 +86,7 @@ def student_health_summary(session: Session, organisation_id: int, params: Data)
         "administrations": [{"given_at": a.given_at.isoformat(), "medication": m.name,
                              "dose": _amount(a.dose_amount, a.dose_unit), "status": a.status,
                              "by": a.administered_by} for a, m in given],
-        "immunizations": _immunizations(session, organisation_id, patient),
+        "immunizations": _immunizations(session, patient),
     }
 
 
@@ -136,21 +123,22 @@ def medication_administration_log(session: Session, organisation_id: int, params
 
 
 def immunization_compliance(session: Session, organisation_id: int, params: Data) -> Data:
-    """Every patient of the organisation against the requirements given (doses per vaccine)."""
-    requirements = params["requirements"]
-    patients = session.scalars(select(Patient).where(Patient.organisation_id == organisation_id)
-                               .order_by(Patient.family_name, Patient.given_name)).all()
-    listed = []
-    for patient in patients:
-        received = Counter(i["vaccine"].lower() for i in _immunizations(session, organisation_id, patient)
-                           if i["status"] == "completed")
-        counts = {r["vaccine"]: sum(n for v, n in received.items() if r["vaccine"].lower() in v)
-                  for r in requirements}
-        listed.append({"name": _name(patient), "identifier": _identifier(patient), "received": counts,
-                       "overdue": [r["vaccine"] for r in requirements if counts[r["vaccine"]] < r["doses"]],
-                       "exemptions": []})
-    return {"cohort": {"name": params.get("cohort") or "All patients"}, "requirements": requirements,
-            "patients": listed}
+    """Patients (all, or those listed) against the organisation's active immunization requirements."""
+    today = date.fromisoformat(str(params["as_of"])) if params.get("as_of") else datetime.now(UTC).date()
+    required = immunizations.requirements(session, organisation_id)
+    if not required:
+        raise ReportSubjectError("the organisation has no active immunization requirements")
+    query = select(Patient).where(Patient.organisation_id == organisation_id)
+    if params.get("patient_ids"):
+        query = query.where(Patient.id.in_(params["patient_ids"]))
+    patients = session.scalars(query.order_by(Patient.family_name, Patient.given_name, Patient.id)).all()
+    found = immunizations.standings(session, organisation_id, today, [p.id for p in patients])
+    listed = [{"name": _name(p), "identifier": _identifier(p),
+               "received": {s.requirement.vaccine: s.received for s in found[p.id]},
+               "overdue": [s.requirement.vaccine for s in found[p.id] if s.overdue],
+               "exemptions": [s.requirement.vaccine for s in found[p.id] if s.exempt]} for p in patients]
+    return {"cohort": {"name": params.get("cohort") or "All patients"},
+            "requirements": [{"vaccine": r.vaccine, "doses": r.doses} for r in required], "patients": listed}
 
 
 def incident_report(session: Session, organisation_id: int, params: Data) -> Data:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobStatus, Report
-from app.services import jobs
+from app.models import Job, JobStatus, Organisation, Report
+from app.services import jobs, report_periods
 
 GENERATE_KIND = "reports.generate"
 
@@ -19,8 +20,12 @@ class ReportNotFoundError(LookupError):
 
 
 def request(session: Session, *, organisation_id: int, report_type: str, parameters: dict[str, Any],
-            api_client_id: int | None, request_id: str | None = None) -> Report:
-    """Record the request and queue its rendering (after commit)."""
+            api_client_id: int | None, request_id: str | None = None, timezone: str | None = None) -> Report:
+    """Record the request and queue its rendering (after commit). A relative period is resolved against
+    today in `timezone` (default: the organisation's)."""
+    if "period" in parameters:
+        zone = timezone or session.scalar(select(Organisation.timezone).where(Organisation.id == organisation_id))
+        parameters = report_periods.resolve(parameters, datetime.now(ZoneInfo(zone or "UTC")).date())
     report = Report(organisation_id=organisation_id, api_client_id=api_client_id, report_type=report_type,
                     parameters=parameters, status="queued", progress=0.0)
     session.add(report)

@@ -112,3 +112,27 @@ def test_organisations_are_isolated(client: FlaskClient, alice: Key, bob: Key) -
 def test_scopes(client: FlaskClient, reader: Key) -> None:
     assert_problem(client.get("/v1/patients"), 401)
     assert_problem(client.get("/v1/patients", headers=reader.headers), 403)
+
+
+def test_the_organisation_time_zone_is_validated_and_scoped(client: FlaskClient, alice: Key, bob: Key) -> None:
+    bad = client.patch("/v1/organisation", json={"timezone": "Mars/Olympus"}, headers=alice.headers)
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "timezone"
+    changed = client.patch("/v1/organisation", json={"timezone": "Europe/Berlin"}, headers=alice.headers)
+    assert changed.status_code == 200 and changed.json["timezone"] == "Europe/Berlin"
+    assert client.get("/v1/organisation", headers=bob.headers).json["timezone"] == "UTC"
+
+
+def test_appointments_need_an_aware_start_before_the_end(client: FlaskClient, alice: Key) -> None:
+    patient = client.post("/v1/patients", json={"mrn": "A-1", "given_name": "Ana", "family_name": "Ruiz",
+                                                "date_of_birth": "2015-02-03"}, headers=alice.headers).json
+    naive = client.post("/v1/appointments", json={"patient_id": patient["id"], "start": "2026-12-03T09:00:00"},
+                        headers=alice.headers)
+    assert naive.status_code == 422 and naive.json["errors"][0]["field"] == "start"
+    backwards = client.post("/v1/appointments", json={"patient_id": patient["id"], "start": "2026-12-03T09:00:00Z",
+                                                      "end": "2026-12-03T08:00:00Z"}, headers=alice.headers)
+    assert backwards.status_code == 422
+    made = client.post("/v1/appointments", json={"patient_id": patient["id"], "start": "2026-12-03T09:00:00+01:00",
+                                                 "description": "Vision screening"}, headers=alice.headers)
+    assert made.status_code == 201 and made.json["status"] == "booked" and made.json["source"] == "api"
+    listed = client.get(f"/v1/appointments?patient_id={patient['id']}", headers=alice.headers).json["items"]
+    assert [a["id"] for a in listed] == [made.json["id"]]

@@ -14,8 +14,9 @@ from pypdf import PdfReader
 from sqlalchemy import insert, select, update
 
 from app.api.administration_schemas import AdministrationIn
-from app.models import Administration, Event, Job, Patient, Report, SafetyEvent
+from app.models import Administration, Event, ImmunizationRequirement, Job, Patient, Report, SafetyEvent
 from app.runtime import Runtime
+from app.services import clinical
 from app.services.administrations import decide, receive
 from jobs.errors import PermanentError
 from jobs.reports import generate, prune
@@ -101,11 +102,12 @@ def test_incident_custom_and_compliance_reports_render(client: FlaskClient, alic
                       organisation_id=clinic.organisation_id, api_client_id=None, request_id=None).administration
         decide(session, adm.id, tolerance=0.05, window_minutes=60)
         event_id = session.scalars(select(SafetyEvent.id)).one()
+        clinical.create(session, ImmunizationRequirement, {"vaccine": "MMR", "codes": ["03"], "doses": 2},
+                        organisation_id=clinic.organisation_id)
     asks = {
         "incident": ask(client, alice, "incident_report", safety_event_id=event_id),
         "inventory": ask(client, alice, "custom_table", query="inventory", title="Stock on hand"),
-        "compliance": ask(client, alice, "immunization_compliance", requirements=[{"vaccine": "MMR", "doses": 2}],
-                          cohort="Year 7"),
+        "compliance": ask(client, alice, "immunization_compliance", cohort="Year 7"),
     }
     expected = {"incident": "severe allergy", "inventory": "L-GOOD", "compliance": "Year 7"}
     for name, asked in asks.items():
@@ -123,6 +125,16 @@ def test_bad_parameters_get_a_422_naming_the_field(client: FlaskClient, alice: K
     backwards = ask(client, alice, "medication_administration_log", **{"from": "2026-02-01", "to": "2026-01-01"})
     assert backwards.status_code == 422
     assert ask(client, alice, "custom_table", query="patients; drop table").status_code == 422
+    both = ask(client, alice, "medication_administration_log", period="last_week", **{"from": "2026-01-01"})
+    assert both.status_code == 422
+    assert ask(client, alice, "medication_administration_log", period="fortnight").json["errors"][0]["field"] == "period"
+
+
+def test_a_relative_period_is_resolved_when_the_report_is_requested(client: FlaskClient, alice: Key) -> None:
+    asked = ask(client, alice, "medication_administration_log", period="yesterday")
+    assert asked.status_code == 202, asked.json
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    assert asked.json["parameters"] == {"period": "yesterday", "from": yesterday, "to": yesterday}
     assert client.post("/v1/reports", json={"type": "nonsense"}, headers=alice.headers).status_code == 422
 
 
