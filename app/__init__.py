@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
+from app.api.auditing import register_auditing
 from app.api.problems import Problem
 from app.config import Settings
 from app.runtime import Runtime
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     register_auth(app)
     register_rate_limits(app, runtime.settings)
     register_blueprints(app)
+    register_auditing(app)
     register_metrics(app)
     return app
 
@@ -109,6 +111,7 @@ def register_blueprints(app: Flask) -> None:
         admin,
         administrations,
         alerts,
+        audit_events,
         breakers,
         clinical,
         health,
@@ -123,6 +126,6 @@ def register_blueprints(app: Flask) -> None:
     from app.api.dashboard import register_dashboard
 
     for module in (health, jobs, clinical, administrations, hl7, reports, report_schedules, webhooks, alerts, admin,
-                   breakers, schedules, openapi):
+                   breakers, schedules, audit_events, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import getpass
 import sys
 import time
+from typing import Any
 
 import click
 
+from app.cli_audit import audit
+from app.cli_backups import backup, restore
 from app.config import Settings
 from app.logs import configure_logging
 from app.runtime import Runtime
@@ -17,6 +20,16 @@ def _runtime(pool_size: int = 5) -> Runtime:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     return Runtime.build(settings, pool_size=pool_size)
+
+
+def _audited(session: Any, action: str, resource_type: str, resource_id: object, *, organisation_id: int | None = None,
+             actor: str | None = None) -> None:
+    """The audit record of an operator's action from this CLI, in the action's own transaction."""
+    from app.services import audit
+
+    audit.record(session, audit.AuditEntry(
+        action=action, outcome="success", actor_type="operator", actor_id=actor or f"cli:{getpass.getuser()}",
+        organisation_id=organisation_id, resource_type=resource_type, resource_id=str(resource_id)))
 
 
 @click.group()
@@ -174,6 +187,7 @@ def dlq_requeue(job_ids: tuple[int, ...], everything: bool, queue: str | None, k
             try:
                 with runtime.sessions.begin() as session:
                     requeue_dead(session, job_id)
+                    _audited(session, "dead_letter.requeue", "Job", job_id)
             except (JobNotFoundError, JobStateError) as exc:
                 click.echo(f"\n{exc}", err=True)
                 failed += 1
@@ -196,6 +210,7 @@ def dlq_purge(job_ids: tuple[int, ...], actor: str) -> None:
             try:
                 with runtime.sessions.begin() as session:
                     queue = purge_dead_letter(session, job_id, actor=actor)
+                    _audited(session, "dead_letter.purge", "Job", job_id, actor=actor)
                 forget_failed(runtime.redis, job_id, queue)
             except (JobNotFoundError, JobStateError) as exc:
                 click.echo(f"\n{exc}", err=True)
@@ -264,6 +279,7 @@ def clients_create(org: str, name: str, scopes: str) -> None:
             organisation = ensure_organisation(session, org)
             client, key = create_client(session, organisation_id=organisation.id, name=name,
                                         scopes=[s.strip() for s in scopes.split(",") if s.strip()])
+            _audited(session, "api_client.create", "ApiClient", client.id, organisation_id=organisation.id)
     except UnknownScopeError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"client {client.id} for {org} ({','.join(client.scopes)})", err=True)
@@ -279,6 +295,7 @@ def clients_revoke(client_id: int) -> None:
     with _runtime().sessions.begin() as session:
         if not revoke_client(session, client_id):
             raise click.ClickException(f"no active client {client_id}")
+        _audited(session, "api_client.revoke", "ApiClient", client_id)
     click.echo(f"client {client_id} revoked")
 
 
@@ -332,10 +349,6 @@ def db_upgrade(revision: str) -> None:
     upgrade(Settings.database_url_from_env(), revision)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.group()
 def keys() -> None:
     """Encryption keys for secrets stored in PostgreSQL (TRIAGE_ENCRYPTION_KEYS)."""
@@ -347,3 +360,11 @@ def generate_key() -> None:
     from app.secrets_at_rest import generate_key as new_key
 
     click.echo(new_key())
+
+
+main.add_command(backup)
+main.add_command(restore)
+main.add_command(audit)
+
+if __name__ == "__main__":
+    main()

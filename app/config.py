@@ -51,6 +51,13 @@ def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _int_at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _int(env, name, default)
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _sqlalchemy_url(url: str) -> str:
     """Pin the psycopg2 driver: SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://"):
@@ -139,6 +146,20 @@ class Settings:
     inventory_expiring_days: int = 30
     # Generated PDF reports are kept this many days, then pruned.
     report_retention_days: int = 30
+    # Days operational rows are kept before the daily retention job removes them (7 at least):
+    # succeeded/cancelled ledger jobs, processed raw HL7 and sent outbound HL7, webhook attempts.
+    ledger_retention_days: int = 30
+    hl7_retention_days: int = 90
+    webhook_attempt_retention_days: int = 30
+    # Audit records stay in the hot table at least this many days (never fewer than 90: the database
+    # refuses to delete younger ones), then go to one compressed, checksummed file per chain and day
+    # in the archive folder (relative to the working directory unless absolute).
+    audit_retention_days: int = 90
+    audit_archive_folder: str = "var/audit-archive"
+    # Database backups (`triage backup`, daily): the folder they are written to (relative to the
+    # working directory unless absolute) and the days they are kept (the newest is always kept).
+    backup_folder: str = "var/backups"
+    backup_retention_days: int = 30
     # Signs the operators' dashboard session cookie; the web process refuses to start without it.
     secret_key: str | None = field(default=None, repr=False)
     # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored in PostgreSQL.
@@ -208,7 +229,14 @@ class Settings:
             hl7_destinations=_pairs(env, "TRIAGE_HL7_DESTINATIONS"),
             hl7_ack_timeout=_float(env, "TRIAGE_HL7_ACK_TIMEOUT", 30.0),
             report_retention_days=_int(env, "TRIAGE_REPORT_RETENTION_DAYS", 30),
+            ledger_retention_days=_int_at_least(env, "TRIAGE_LEDGER_RETENTION_DAYS", 30, 7),
+            hl7_retention_days=_int_at_least(env, "TRIAGE_HL7_RETENTION_DAYS", 90, 7),
+            webhook_attempt_retention_days=_int_at_least(env, "TRIAGE_WEBHOOK_ATTEMPT_RETENTION_DAYS", 30, 7),
+            audit_retention_days=_int_at_least(env, "TRIAGE_AUDIT_RETENTION_DAYS", 90, 90),
+            audit_archive_folder=env.get("TRIAGE_AUDIT_ARCHIVE_FOLDER") or "var/audit-archive",
             inventory_expiring_days=_int(env, "TRIAGE_INVENTORY_EXPIRING_DAYS", 30),
+            backup_folder=env.get("TRIAGE_BACKUP_FOLDER") or "var/backups",
+            backup_retention_days=_int(env, "TRIAGE_BACKUP_RETENTION_DAYS", 30),
             secret_key=env.get("TRIAGE_SECRET_KEY") or None,
             encryption_keys=tuple(k.strip() for k in env.get("TRIAGE_ENCRYPTION_KEYS", "").split(",") if k.strip()),
         )

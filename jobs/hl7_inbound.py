@@ -18,6 +18,7 @@ from app.models import Hl7Message, MessageStatus
 from app.runtime import Runtime, current
 from app.services import events, fhir_store, hl7_administrations, hl7_care, hl7_envelope
 from app.services.hl7_intake import TRANSFORM_KIND
+from jobs import auditing
 from jobs.attempts import attempt_number
 from jobs.errors import PermanentError
 from jobs.spec import job_kind
@@ -77,6 +78,9 @@ def transform_message(message_id: int) -> None:
             kind = f"{message.message_type}^{message.trigger}"
             _, last = attempt_number(session, message.job_id, 0)
             failure = _transform(session, message)
+            patient = next((r.removeprefix("Patient/") for r in message.resources or () if r.startswith("Patient/")), None)
+            auditing.record(session, "hl7_message.transform", organisation_id=message.organisation_id,
+                            resource_type="Hl7Message", resource_id=message.id, patient_id=patient, job_id=message.job_id)
     except Exception as exc:  # a bug or an outage: retried; the last attempt leaves the message failed
         if last:
             _give_up(runtime, message_id, exc)

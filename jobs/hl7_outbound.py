@@ -11,6 +11,7 @@ from app.models import Job, OutboundMessage
 from app.outbox import Outgoing, stage
 from app.runtime import Runtime, current
 from app.services import hl7_outbound, mllp_client
+from jobs import auditing
 from jobs.attempts import attempt_number
 from jobs.errors import PermanentError, Postpone, TransientError
 from jobs.spec import job_kind
@@ -64,6 +65,8 @@ def _record(runtime: Runtime, delivery: Delivery, status: str, ack: mllp_client.
             row.ack, row.ack_code = ack.text, ack.code
         if status == "sent":
             row.sent_at = func.now()
+            auditing.record(session, "hl7_outbound.send", organisation_id=row.organisation_id,
+                            resource_type="OutboundMessage", resource_id=row.id, job_id=row.job_id)
         following = hl7_outbound.next_waiting(session, row) if status != "pending" else None
         job = session.get(Job, following.job_id) if following and following.job_id else None
         if job is not None and job.status == "retrying":  # it waits behind us: wake it after this commit

@@ -15,6 +15,7 @@ from app.models import Organisation, Report, ReportSchedule, WebhookEndpoint
 from app.reports import Rendered, ReportDataError, render
 from app.runtime import current
 from app.services import events, report_data, report_schedules, reports, webhook_deliveries
+from jobs import auditing
 from jobs.attempts import attempt_number
 from jobs.errors import PermanentError
 from jobs.spec import job_kind
@@ -69,6 +70,8 @@ def _render(report_id: int) -> tuple[Rendered, str]:
         else:
             reports.finish(session, report, rendered.pdf, rendered.pages, runtime.settings.report_retention_days,
                            datetime.now(UTC))
+            auditing.record(session, "report.generate", organisation_id=report.organisation_id, resource_type="Report",
+                            resource_id=report.id, patient_id=report.parameters.get("patient_id"), job_id=report.job_id)
             event_id = events.emit(session, organisation_id=report.organisation_id, type="report.ready",
                                    subject=str(report.id),
                                    payload={"report_id": report.id, "report_type": report.report_type})
@@ -92,6 +95,8 @@ def prune() -> None:
     with current().sessions.begin() as session:
         abandoned = reports.fail_abandoned(session)
         removed = reports.prune(session, datetime.now(UTC))
+        auditing.record(session, "retention.prune", organisation_id=None, resource_type="reports",
+                        resource_id=f"{removed} rows")
     log.info("Reports: %s expired reports pruned, %s abandoned ones failed", removed, abandoned)
 
 

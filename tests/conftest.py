@@ -28,6 +28,8 @@ T = TypeVar("T")
 TABLES = ("immunization_exemptions", "immunizations", "immunization_requirements", "appointments", "reports", "report_schedules", "hl7_outbound", "fhir_resources", "hl7_messages", "alert_notifications", "alerts", "alert_channels", "webhook_attempts", "webhook_deliveries", "webhook_endpoints", "events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
           "inventory_lots", "prescriptions", "allergies", "medications", "patients", "job_attempts", "jobs",
           "idempotency_keys", "api_clients", "organisations", "test_effects")
+#: The audit log's tables, emptied too, with their append-only triggers bypassed (superuser only).
+AUDIT_TABLES = ("audit_events", "audit_chain_heads", "audit_archives", "legal_holds")
 
 #: Environment of every process a test starts (workers, scheduler, CLI).
 WORKER_ENV = {
@@ -105,6 +107,8 @@ def clean(runtime: Runtime) -> Iterator[Runtime]:
     def wipe() -> None:
         with runtime.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+            conn.execute(text("SET LOCAL session_replication_role = replica"))  # audit triggers refuse TRUNCATE
+            conn.execute(text(f"TRUNCATE {', '.join(AUDIT_TABLES)} RESTART IDENTITY"))
         runtime.redis.flushdb()
 
     wipe()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 
 from app.api import administration_schemas as s
+from app.api import auditing
 from app.api.auth import current_caller, requires
 from app.api.clinical import guarded
 from app.api.idempotency import db, idempotent, transactional
@@ -64,7 +65,7 @@ def _links(adm: Administration) -> dict[str, str]:
 @blueprint.post("/administrations")
 @requires("administrations:write")
 @idempotent(required=True)
-@documented(Operation("Record that a dose was given (decided on the critical queue)", body=s.AdministrationIn,
+@documented(Operation("Record that a dose was given (decided on the critical queue)", audit="administration.create", audit_resource="Administration", body=s.AdministrationIn,
                       response=s.ArrivalOut, status=202, idempotent=True, idempotency_required=True,
                       errors=(401, 403, 422), tags=_TAGS))
 def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
@@ -82,7 +83,7 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
 @blueprint.post("/administrations/batch")
 @requires("administrations:write")
 @idempotent()
-@documented(Operation("Sync up to 500 records from an offline device; each gets its own result",
+@documented(Operation("Sync up to 500 records from an offline device; each gets its own result", audit="administration.create_batch", audit_resource="Administration",
                       body=s.BatchIn, response=s.BatchOut, idempotent=True, errors=(401, 403), tags=_TAGS))
 def submit_batch() -> Response:
     """Receive each record on its own: one bad record never rejects the others; resending is harmless."""
@@ -124,7 +125,7 @@ def _batch_item(index: int, raw: dict[str, object]) -> s.BatchResult:
 
 @blueprint.get("/administrations/<int:administration_id>")
 @requires("administrations:read")
-@documented(Operation("An administration, its decision and its corrections", response=s.AdministrationOut,
+@documented(Operation("An administration, its decision and its corrections", audit="administration.read", audit_resource="Administration", response=s.AdministrationOut,
                       errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_administration(administration_id: int) -> Response:
@@ -138,6 +139,7 @@ def get_administration(administration_id: int) -> Response:
     event = db().query(SafetyEvent).filter_by(administration_id=adm.id).one_or_none()
     revisions = [s.RevisionOut.model_validate(r).model_dump(mode="json") for r in service.revisions(db(), adm.id)]
     job = _job(adm)
+    auditing.subject(patient_id=adm.patient_id)
     response = jsonify({**_out(adm), "links": _links(adm), "revisions": revisions,
                         "job": job.model_dump() if job else None,
                         "safety_event": s.SafetyEventOut.model_validate(event).model_dump(mode="json")
@@ -148,7 +150,7 @@ def get_administration(administration_id: int) -> Response:
 
 @blueprint.patch("/administrations/<int:administration_id>")
 @requires("administrations:write")
-@documented(Operation("Correct documentation fields (If-Match: version); the original is kept",
+@documented(Operation("Correct documentation fields (If-Match: version); the original is kept", audit="administration.update", audit_resource="Administration",
                       body=s.CorrectionIn, response=s.AdministrationOut, errors=(401, 403, 404, 409, 428),
                       tags=_TAGS))
 @transactional
@@ -166,6 +168,7 @@ def correct_administration(administration_id: int) -> Response:
         raise Problem(409, "Conflict", f"Version {version} is stale; the record is at version {exc.current}.",
                       "stale-version", extensions={"current_version": exc.current},
                       headers={"ETag": f'"{exc.current}"'}) from None
+    auditing.subject(patient_id=adm.patient_id)
     response = jsonify(_out(adm))
     response.headers["ETag"] = f'"{adm.version}"'
     return response
@@ -187,7 +190,7 @@ def _expected_version(from_body: int | None) -> int:
 
 @blueprint.get("/patients/<int:patient_id>/administrations")
 @requires("administrations:read")
-@documented(Operation("A patient's medication administration record (MAR)", query=s.MarQuery,
+@documented(Operation("A patient's medication administration record (MAR)", audit="patient.mar.read", audit_resource="Patient", query=s.MarQuery,
                       response=s.MarOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def patient_mar(patient_id: int) -> Response:
@@ -200,7 +203,7 @@ def patient_mar(patient_id: int) -> Response:
 
 @blueprint.get("/safety-events")
 @requires("administrations:read")
-@documented(Operation("Safety events (blocked doses), newest first", query=s.SafetyEventQuery,
+@documented(Operation("Safety events (blocked doses), newest first", audit="safety_event.list", audit_resource="SafetyEvent", query=s.SafetyEventQuery,
                       response=s.SafetyEventPage, errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def list_safety_events() -> Response:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import BaseModel
 
+from app.api import auditing
 from app.api import care_schemas as c
 from app.api import clinical_schemas as s
 from app.api.auth import current_caller, requires
@@ -50,18 +51,20 @@ class Resource:
     patch: type[BaseModel]
     out: type[BaseModel]
     filters: type[s.PageQuery] = s.PageQuery
+    patient_data: bool = True  # every request is audited (patients' data, PHI)
 
 
 RESOURCES = (
     Resource("patients", "patient", Patient, s.PatientIn, s.PatientPatch, s.PatientOut),
     Resource("allergies", "allergy", Allergy, s.AllergyIn, s.AllergyPatch, s.AllergyOut, s.AllergyQuery),
-    Resource("medications", "medication", Medication, s.MedicationIn, s.MedicationPatch, s.MedicationOut),
+    Resource("medications", "medication", Medication, s.MedicationIn, s.MedicationPatch, s.MedicationOut,
+             patient_data=False),
     Resource("prescriptions", "prescription", Prescription, s.PrescriptionIn, s.PrescriptionPatch, s.PrescriptionOut,
              s.PrescriptionQuery),
     Resource("inventory-lots", "inventory_lot", InventoryLot, s.InventoryLotIn, s.InventoryLotPatch, s.InventoryLotOut,
-             s.InventoryLotQuery),
+             s.InventoryLotQuery, patient_data=False),
     Resource("immunization-requirements", "immunization_requirement", ImmunizationRequirement, c.RequirementIn,
-             c.RequirementPatch, c.RequirementOut),
+             c.RequirementPatch, c.RequirementOut, patient_data=False),
     Resource("immunizations", "immunization", Immunization, c.ImmunizationIn, c.ImmunizationPatch, c.ImmunizationOut,
              c.PatientQuery),
     Resource("immunization-exemptions", "immunization_exemption", ImmunizationExemption, c.ExemptionIn,
@@ -78,6 +81,8 @@ def page_model(resource: Resource) -> type[BaseModel]:
 
 
 def _out(resource: Resource, row: Any) -> dict[str, Any]:
+    """The row as JSON; the audit record learns which row and patient the request touched."""
+    auditing.subject(resource_id=row.id, patient_id=row.id if resource.model is Patient else getattr(row, "patient_id", None))
     return resource.out.model_validate(row).model_dump(mode="json")
 
 
@@ -99,9 +104,12 @@ def _register(resource: Resource) -> None:
     name, tags = resource.singular, (resource.path,)
     noun = name.replace("_", " ")
 
+    def audit(verb: str) -> dict[str, Any]:
+        return {"audit": f"{name}.{verb}", "audit_resource": resource.model.__name__} if resource.patient_data else {}
+
     @requires("clinical:write")
     @documented(Operation(f"Create a {noun}", body=resource.create, response=resource.out, status=201,
-                          errors=(401, 403, 409), tags=tags))
+                          errors=(401, 403, 409), tags=tags, **audit("create")))
     @transactional
     def create() -> tuple[Response, int, dict[str, str]]:
         values = body(resource.create).model_dump()
@@ -112,7 +120,7 @@ def _register(resource: Resource) -> None:
 
     @requires("clinical:read")
     @documented(Operation(f"List {resource.path}, newest first", query=resource.filters,
-                          response=page_model(resource), errors=(401, 403, 422), tags=tags))
+                          response=page_model(resource), errors=(401, 403, 422), tags=tags, **audit("list")))
     @transactional
     def list_() -> Response:
         params = query(resource.filters)
@@ -123,7 +131,7 @@ def _register(resource: Resource) -> None:
         return jsonify({"items": [_out(resource, r) for r in rows], "next_cursor": cursor})
 
     @requires("clinical:read")
-    @documented(Operation(f"One {noun}", response=resource.out, errors=(401, 403, 404), tags=tags))
+    @documented(Operation(f"One {noun}", response=resource.out, errors=(401, 403, 404), tags=tags, **audit("read")))
     @transactional
     def get(row_id: int) -> Response:
         row = guarded(lambda: clinical.get(db(), resource.model, row_id,
@@ -132,7 +140,7 @@ def _register(resource: Resource) -> None:
 
     @requires("clinical:write")
     @documented(Operation(f"Change fields of a {noun}", body=resource.patch, response=resource.out,
-                          errors=(401, 403, 404, 409), tags=tags))
+                          errors=(401, 403, 404, 409), tags=tags, **audit("update")))
     @transactional
     def patch(row_id: int) -> Response:
         values = body(resource.patch).model_dump(exclude_unset=True)

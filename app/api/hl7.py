@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, json, jsonify, request, url_
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import OperationalError
 
+from app.api import auditing
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import Strict
 from app.api.idempotency import db, idempotent, transactional
@@ -97,7 +98,7 @@ def _answer(intake: hl7_intake.Intake) -> Response:
 
 @blueprint.post("/hl7/messages")
 @requires("hl7:write")
-@documented(Operation("Submit an HL7 v2 message (ER7 body); the answer carries the same ACK as MLLP",
+@documented(Operation("Submit an HL7 v2 message (ER7 body); the answer carries the same ACK as MLLP", audit="hl7_message.create", audit_resource="Hl7Message",
                       response=IntakeOut, status=202, errors=(401, 403, 415, 422, 503), tags=("hl7",)))
 @transactional
 def submit_message() -> Response:
@@ -131,7 +132,7 @@ def _database_down(exc: OperationalError) -> Response:
 
 @blueprint.get("/hl7/messages/<int:message_id>")
 @requires("hl7:read")
-@documented(Operation("One stored message: raw, status, ACK sent, errors, FHIR resources produced",
+@documented(Operation("One stored message: raw, status, ACK sent, errors, FHIR resources produced", audit="hl7_message.read", audit_resource="Hl7Message",
                       response=MessageOut, errors=(401, 403, 404), tags=("hl7",)))
 @transactional
 def get_message(message_id: int) -> Response:
@@ -182,7 +183,7 @@ class OutboundOut(BaseModel):
 @blueprint.post("/hl7/outbound")
 @requires("hl7:write")
 @idempotent()
-@documented(Operation("Deliver an HL7 v2 message (or a stored Patient/DiagnosticReport rendered as ADT/ORU) to a "
+@documented(Operation("Deliver an HL7 v2 message (or a stored Patient/DiagnosticReport rendered as ADT/ORU) to a ", audit="hl7_outbound.create", audit_resource="OutboundMessage"
                       "configured MLLP destination", body=OutboundIn, response=OutboundOut, status=202,
                       idempotent=True, errors=(401, 403, 404, 422), tags=("hl7",)))
 def send_outbound() -> tuple[Response, int]:
@@ -207,7 +208,7 @@ def send_outbound() -> tuple[Response, int]:
 
 @blueprint.get("/hl7/outbound/<int:outbound_id>")
 @requires("hl7:read")
-@documented(Operation("One outbound message and its delivery state", response=OutboundOut, errors=(401, 403, 404),
+@documented(Operation("One outbound message and its delivery state", audit="hl7_outbound.read", audit_resource="OutboundMessage", response=OutboundOut, errors=(401, 403, 404),
                       tags=("hl7",)))
 @transactional
 def get_outbound(outbound_id: int) -> Response:
@@ -230,7 +231,7 @@ def _resource_type(resource_type: str) -> str:
 
 @blueprint.get("/fhir/<resource_type>/<resource_id>")
 @requires("clinical:read")
-@documented(Operation("Read one FHIR R4 resource (application/fhir+json)", errors=(401, 403, 404), tags=("fhir",)))
+@documented(Operation("Read one FHIR R4 resource (application/fhir+json)", audit="fhir.read", audit_resource="FhirResource", errors=(401, 403, 404), tags=("fhir",)))
 @transactional
 def read_resource(resource_type: str, resource_id: str) -> Response:
     """The current version, scoped to the caller's organisation."""
@@ -238,12 +239,16 @@ def read_resource(resource_type: str, resource_id: str) -> Response:
         found = fhir_store.read(db(), current_caller().organisation_id, _resource_type(resource_type), resource_id)
     except fhir_store.ResourceNotFoundError:
         raise Problem(404, "Not Found", f"No {resource_type}/{resource_id}.") from None
+    auditing.subject(resource_id=f"{resource_type}/{resource_id}",
+                     patient_id=resource_id if resource_type == "Patient" else
+                     str((found.get("subject") or found.get("patient") or {}).get("reference", "")).removeprefix(
+                         "Patient/") or None)
     return _fhir(found)
 
 
 @blueprint.get("/fhir/<resource_type>")
 @requires("clinical:read")
-@documented(Operation("Search FHIR R4 resources by patient and/or identifier (a searchset Bundle)",
+@documented(Operation("Search FHIR R4 resources by patient and/or identifier (a searchset Bundle)", audit="fhir.search", audit_resource="FhirResource",
                       query=FhirSearch, errors=(401, 403, 404, 422), tags=("fhir",)))
 @transactional
 def search_resources(resource_type: str) -> Response:

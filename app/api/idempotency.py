@@ -18,6 +18,7 @@ from flask import Response, current_app, g, json, make_response, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.api import auditing
 from app.api.auth import current_caller
 from app.api.problems import FieldError, Problem
 from app.models import IdempotencyRecord
@@ -66,7 +67,9 @@ def transactional(view: F) -> F:
         runtime: Runtime = current_app.extensions["triage"]
         with runtime.sessions.begin() as session:
             g.db = session
-            return view(*args, **kwargs)
+            result = view(*args, **kwargs)
+            auditing.record_success(session, result)
+            return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,9 +84,9 @@ def idempotent(required: bool = False) -> Callable[[F], F]:
             runtime: Runtime = current_app.extensions["triage"]
             with runtime.sessions.begin() as session:
                 g.db = session
-                if key is None:
-                    return view(*args, **kwargs)
-                return _once(session, key, view, args, kwargs)
+                result = view(*args, **kwargs) if key is None else _once(session, key, view, args, kwargs)
+                auditing.record_success(session, result)
+                return result
 
         return wrapper  # type: ignore[return-value]
 

@@ -30,6 +30,8 @@ class Operation:
     idempotent: bool = False
     idempotency_required: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    audit: str | None = None  # the audit action each request records ("patient.read"): PHI endpoints
+    audit_resource: str | None = None  # the resource type the audit record names
 
 
 def documented(operation: Operation) -> Callable[[F], F]:
@@ -85,6 +87,9 @@ def _operation(rule: str, view: Any, components: dict[str, Any]) -> dict[str, An
     }
     if scope:
         spec["description"] = f"Requires scope `{scope}`."
+    if op.audit:
+        spec["x-audit-action"] = op.audit
+        spec["description"] = spec.get("description", "") + " Every request is audited."
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(op.body, components)}}}
     return spec

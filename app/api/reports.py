@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, g, jsonify, url_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from app.api import auditing
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import PageQuery, Strict
 from app.api.idempotency import db, idempotent, transactional
@@ -147,7 +148,7 @@ def _parameters(request: ReportIn) -> dict[str, Any]:
 @blueprint.post("/reports")
 @requires("reports:write")
 @idempotent()
-@documented(Operation("Request a PDF report (rendered on the reports queue)", body=ReportIn, response=ReportOut,
+@documented(Operation("Request a PDF report (rendered on the reports queue)", audit="report.create", audit_resource="Report", body=ReportIn, response=ReportOut,
                       status=202, idempotent=True, errors=(401, 403, 422), tags=_TAGS))
 def request_report() -> tuple[Response, int, dict[str, str]]:
     """202 with the report and its job; follow `links.self` for progress."""
@@ -161,14 +162,16 @@ def request_report() -> tuple[Response, int, dict[str, str]]:
 
 def _report(report_id: int) -> Report:
     try:
-        return reports.get(db(), report_id, organisation_id=current_caller().organisation_id)
+        report = reports.get(db(), report_id, organisation_id=current_caller().organisation_id)
     except reports.ReportNotFoundError:
         raise Problem(404, "Not Found", f"No report {report_id}.") from None
+    auditing.subject(resource_id=report.id, patient_id=report.parameters.get("patient_id"))
+    return report
 
 
 @blueprint.get("/reports/<int:report_id>")
 @requires("reports:read")
-@documented(Operation("A report's status and progress", response=ReportOut, errors=(401, 403, 404), tags=_TAGS))
+@documented(Operation("A report's status and progress", audit="report.read", audit_resource="Report", response=ReportOut, errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_report(report_id: int) -> Response:
     """Progress (percent) moves while the job renders."""
@@ -177,7 +180,7 @@ def get_report(report_id: int) -> Response:
 
 @blueprint.get("/reports/<int:report_id>.pdf")
 @requires("reports:read")
-@documented(Operation("Download a ready report (application/pdf); 409 while it is not ready",
+@documented(Operation("Download a ready report (application/pdf); 409 while it is not ready", audit="report.export", audit_resource="Report",
                       errors=(401, 403, 404, 409), tags=_TAGS))
 @transactional
 def download_report(report_id: int) -> Response:
@@ -193,7 +196,7 @@ def download_report(report_id: int) -> Response:
 
 @blueprint.get("/reports")
 @requires("reports:read")
-@documented(Operation("List reports, newest first", query=ReportQuery, response=ReportPage,
+@documented(Operation("List reports, newest first", audit="report.list", audit_resource="Report", query=ReportQuery, response=ReportPage,
                       errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def list_reports() -> Response:

@@ -65,7 +65,7 @@ def _endpoint(row: Any, model: type[s.EndpointOut] = s.EndpointOut, **extra: Any
 
 @blueprint.post("/endpoints")
 @requires(_SCOPE)
-@documented(Operation("Subscribe an HTTPS endpoint to event types; the signing secret is shown once",
+@documented(Operation("Subscribe an HTTPS endpoint to event types; the signing secret is shown once", audit="webhook_endpoint.create", audit_resource="WebhookEndpoint",
                       body=s.EndpointIn, response=s.EndpointCreated, status=201, errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def create_endpoint() -> tuple[Response, int, dict[str, str]]:
@@ -102,7 +102,7 @@ def get_endpoint(endpoint_id: int) -> Response:
 
 @blueprint.patch("/endpoints/<int:endpoint_id>")
 @requires(_SCOPE)
-@documented(Operation("Change an endpoint (enabled: true re-enables a disabled one)", body=s.EndpointPatch,
+@documented(Operation("Change an endpoint (enabled: true re-enables a disabled one)", audit="webhook_endpoint.update", audit_resource="WebhookEndpoint", body=s.EndpointPatch,
                       response=s.EndpointOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def patch_endpoint(endpoint_id: int) -> Response:
@@ -115,7 +115,7 @@ def patch_endpoint(endpoint_id: int) -> Response:
 
 @blueprint.delete("/endpoints/<int:endpoint_id>")
 @requires(_SCOPE)
-@documented(Operation("Delete an endpoint; deliveries still waiting are cancelled", status=204,
+@documented(Operation("Delete an endpoint; deliveries still waiting are cancelled", audit="webhook_endpoint.delete", audit_resource="WebhookEndpoint", status=204,
                       errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
@@ -126,7 +126,7 @@ def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/rotate-secret")
 @requires(_SCOPE)
-@documented(Operation("New signing secret; the old one keeps signing beside it for the overlap", body=s.RotateIn,
+@documented(Operation("New signing secret; the old one keeps signing beside it for the overlap", audit="webhook_endpoint.rotate_secret", audit_resource="WebhookEndpoint", body=s.RotateIn,
                       response=s.RotatedOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def rotate_secret(endpoint_id: int) -> Response:
@@ -166,7 +166,7 @@ def test_endpoint(endpoint_id: int) -> tuple[Response, int]:
 @blueprint.post("/endpoints/<int:endpoint_id>/recover")
 @requires(_SCOPE)
 @idempotent()
-@documented(Operation("Send again, as a background job, every dead delivery since a time", query=s.RecoverQuery,
+@documented(Operation("Send again, as a background job, every dead delivery since a time", audit="webhook_endpoint.recover", audit_resource="WebhookEndpoint", query=s.RecoverQuery,
                       response=s.Accepted, status=202, idempotent=True, errors=(401, 403, 404, 409, 422), tags=_TAGS))
 def recover_endpoint(endpoint_id: int) -> tuple[Response, int]:
     """Delivered ones are skipped; re-enable a disabled endpoint first."""

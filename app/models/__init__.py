@@ -1,6 +1,7 @@
 """Every Triage table: the job ledger, the clinical domain, the event outbox, webhooks, alerts and HL7/FHIR."""
 
 from app.models.alerts import Alert, AlertChannel, AlertNotification
+from app.models.audit import AuditArchive, AuditChainHead, AuditEvent, LegalHold
 from app.models.care import Appointment, Immunization, ImmunizationExemption, ImmunizationRequirement
 from app.models.clinical import (
     Administration,
@@ -30,6 +31,9 @@ __all__ = [
     "Allergy",
     "ApiClient",
     "Appointment",
+    "AuditArchive",
+    "AuditChainHead",
+    "AuditEvent",
     "DeliveryStatus",
     "Event",
     "FhirResource",
@@ -42,6 +46,7 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobStatus",
+    "LegalHold",
     "Medication",
     "MessageStatus",
     "Organisation",

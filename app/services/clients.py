@@ -27,6 +27,7 @@ SCOPES: frozenset[str] = frozenset(
         "reports:write",
         "webhooks:manage",
         "metrics:read",
+        "audit:read",
         "admin",
     }
 )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from app.models import AuditEvent
 from app.runtime import Runtime
 from app.services.clients import authenticate
 from app.services.jobs import submit
@@ -22,7 +23,11 @@ def test_clients_create_prints_a_working_key_once_and_revoke_stops_it(clean: Run
     procs.run("clients", "revoke", str(caller.client_id))
     with clean.sessions() as session:
         assert authenticate(session, key) is None
+        audited = session.execute(select(AuditEvent.action, AuditEvent.actor_type, AuditEvent.resource_id)
+                                  .order_by(AuditEvent.id)).all()
     assert "unknown scope" in procs.run("clients", "create", "--org", "clinic", "--scopes", "root", expect_code=1)
+    assert audited == [("api_client.create", "operator", str(caller.client_id)),
+                       ("api_client.revoke", "operator", str(caller.client_id))]
 
 
 def test_queues_pause_resume_and_overview(clean: Runtime, procs: Processes) -> None:
@@ -42,6 +47,8 @@ def test_dlq_purge_records_the_actor(clean: Runtime, procs: Processes, org_id: i
     assert ledger(clean, job_id).status == "cancelled" and outcomes(clean, job_id) == ["dead", "purged"]
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT worker FROM job_attempts WHERE outcome = 'purged'")).scalar() == "cli:nurse-ops"
+        purge = conn.execute(text("SELECT action, actor_id, resource_id FROM audit_events")).one()
+    assert tuple(purge) == ("dead_letter.purge", "cli:nurse-ops", str(job_id))
 
 
 def test_demo_seed_creates_a_usable_organisation_once(procs: Processes, clean: Runtime) -> None:
