@@ -118,6 +118,7 @@ def register_blueprints(app: Flask) -> None:
         hl7,
         jobs,
         openapi,
+        privacy,
         report_schedules,
         reports,
         schedules,
@@ -126,6 +127,6 @@ def register_blueprints(app: Flask) -> None:
     from app.api.dashboard import register_dashboard
 
     for module in (health, jobs, clinical, administrations, hl7, reports, report_schedules, webhooks, alerts, admin,
-                   breakers, schedules, audit_events, openapi):
+                   breakers, schedules, audit_events, privacy, openapi):
         app.register_blueprint(module.blueprint)
     register_dashboard(app)

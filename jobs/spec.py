@@ -15,7 +15,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Modules that declare the built-in job kinds; importing them fills the registry.
 BUILTIN_MODULES: tuple[str, ...] = (
     "jobs.maintenance", "jobs.administrations", "jobs.webhooks", "jobs.alerts", "jobs.hl7_inbound", "jobs.hl7_outbound",
-    "jobs.reports", "jobs.reminders", "jobs.backups", "jobs.audit",
+    "jobs.reports", "jobs.reminders", "jobs.backups", "jobs.audit", "jobs.privacy",
 )
 
 

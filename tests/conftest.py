@@ -25,7 +25,7 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@1
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 T = TypeVar("T")
 #: Every table a test may fill, emptied around each test.
-TABLES = ("immunization_exemptions", "immunizations", "immunization_requirements", "appointments", "reports", "report_schedules", "hl7_outbound", "fhir_resources", "hl7_messages", "alert_notifications", "alerts", "alert_channels", "webhook_attempts", "webhook_deliveries", "webhook_endpoints", "events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
+TABLES = ("privacy_requests", "immunization_exemptions", "immunizations", "immunization_requirements", "appointments", "reports", "report_schedules", "hl7_outbound", "fhir_resources", "hl7_messages", "alert_notifications", "alerts", "alert_channels", "webhook_attempts", "webhook_deliveries", "webhook_endpoints", "events", "safety_events", "record_conflicts", "administration_revisions", "administrations",
           "inventory_lots", "prescriptions", "allergies", "medications", "patients", "job_attempts", "jobs",
           "idempotency_keys", "api_clients", "organisations", "test_effects")
 #: The audit log's tables, emptied too, with their append-only triggers bypassed (superuser only).

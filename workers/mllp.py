@@ -20,7 +20,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.mllp_frames import Frame, FrameReader, frame
 from app.runtime import Runtime
-from app.services import hl7_intake
+from app.services import audit, hl7_intake
 from app.services.organisations import ensure_organisation
 from workers import hl7_metrics
 
@@ -49,6 +49,11 @@ class MllpListener:
             with self.runtime.sessions.begin() as session:
                 intake = hl7_intake.receive(session, received.data, organisation_id=self.organisation_id,
                                             transport="mllp", policy=self.policy, size=received.size)
+                if intake.message_id is not None and not intake.duplicate:  # stored: raw HL7 is PHI
+                    audit.record(session, audit.AuditEntry(
+                        action="hl7_message.create", outcome="success" if intake.code == "AA" else "denied",
+                        actor_type="system", actor_id="mllp", organisation_id=self.organisation_id,
+                        resource_type="Hl7Message", resource_id=str(intake.message_id)))
         except (OperationalError, InterfaceError) as exc:  # the database is unreachable: send it again later
             log.warning("MLLP: message not stored (%s); answering AE", type(exc).__name__)
             hl7_metrics.answered("", "mllp", "AE", "database_unavailable")

@@ -18,6 +18,7 @@ from app.models.clinical import (
 from app.models.events import Event
 from app.models.hl7 import FhirResource, Hl7Message, MessageStatus, OutboundMessage
 from app.models.ledger import ApiClient, IdempotencyRecord, Job, JobAttempt, JobStatus, Organisation
+from app.models.privacy import PrivacyRequest
 from app.models.reports import Report, ReportSchedule
 from app.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -53,6 +54,7 @@ __all__ = [
     "OutboundMessage",
     "Patient",
     "Prescription",
+    "PrivacyRequest",
     "RecordConflict",
     "Report",
     "ReportSchedule",

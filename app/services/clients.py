@@ -28,6 +28,7 @@ SCOPES: frozenset[str] = frozenset(
         "webhooks:manage",
         "metrics:read",
         "audit:read",
+        "privacy:manage",
         "admin",
     }
 )

@@ -81,6 +81,8 @@ def test_a_repeated_control_id_is_answered_again_and_stored_once(procs: Processe
     assert len(messages(clean)) == 1
     with clean.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM jobs WHERE kind = 'hl7.transform'")).scalar_one() == 1
+        audited = conn.execute(text("SELECT action, actor_id, resource_id FROM audit_events")).all()
+    assert [tuple(r) for r in audited] == [("hl7_message.create", "mllp", str(messages(clean)[0].id))]  # stored once
 
 
 def test_non_ascii_names_in_utf8_and_latin1(procs: Processes, clean: Runtime) -> None:
