@@ -36,10 +36,13 @@ def broken_chain(found: audit.Break) -> alerts.Condition:
 
 @job_kind("maintenance.audit_verify", queue="maintenance", timeout=3600, max_attempts=2)
 def verify_chains() -> None:
-    """Walk every audit chain; trigger a critical alert on a break, resolve it once the chains verify."""
+    """Walk every audit chain and the archives it starts from (a forged archive row must not hide
+    deleted records); trigger a critical alert on a break, resolve it once everything verifies."""
     runtime = current()
     with runtime.sessions() as session:
-        result = audit.verify(session)
+        result = audit_archive.verify_archives(session, Path(runtime.settings.audit_archive_folder))
+        if result.ok:
+            result = audit.verify(session)
     with runtime.sessions.begin() as session:
         if result.first_break is None:
             alerts.resolve(session, None, CONDITION, SUBJECT)

@@ -80,7 +80,8 @@ def transform_message(message_id: int) -> None:
             failure = _transform(session, message)
             patient = next((r.removeprefix("Patient/") for r in message.resources or () if r.startswith("Patient/")), None)
             auditing.record(session, "hl7_message.transform", organisation_id=message.organisation_id,
-                            resource_type="Hl7Message", resource_id=message.id, patient_id=patient, job_id=message.job_id)
+                            resource_type="Hl7Message", resource_id=message.id, patient_id=patient, job_id=message.job_id,
+                            outcome="success" if failure is None else "error")
     except Exception as exc:  # a bug or an outage: retried; the last attempt leaves the message failed
         if last:
             _give_up(runtime, message_id, exc)

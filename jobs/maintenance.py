@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rq import get_current_job
 from sqlalchemy import update
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Job
 from app.runtime import current
-from app.services import idempotency, retention
+from app.services import idempotency, privacy, retention
 from app.services.jobs import requeue_dead
 from app.services.operations import dead_letter_ids
 from jobs import auditing
@@ -60,6 +60,11 @@ def prune_retention() -> None:
             removed = pruner(session, before)
             _audit_pruning(session, table, removed, before)
         log.info("Retention: %s rows of %s before %s removed", removed, table, before.date())
+    with runtime.sessions.begin() as session:
+        exports = privacy.prune_bundles(session, now - timedelta(days=settings.report_retention_days))
+        _audit_pruning(session, "privacy_requests.bundle", exports)
+        abandoned = privacy.fail_abandoned(session)
+    log.info("Retention: %s patient exports removed, %s abandoned privacy requests failed", exports, abandoned)
 
 
 def _audit_pruning(session: Session, table: str, removed: int, before: datetime | None = None) -> None:

@@ -68,6 +68,10 @@ def _render(report_id: int) -> tuple[Rendered, str]:
             failure = f"{type(exc).__name__}: {exc}"
             reports.fail(session, report, failure)
         else:
+            session.refresh(report, with_for_update=True)  # an erasure may have withdrawn it meanwhile
+            if report.status != "running":
+                log.info("Report %s: %s while rendering; the PDF is not stored", report_id, report.status)
+                return rendered, report.report_type
             reports.finish(session, report, rendered.pdf, rendered.pages, runtime.settings.report_retention_days,
                            datetime.now(UTC))
             auditing.record(session, "report.generate", organisation_id=report.organisation_id, resource_type="Report",

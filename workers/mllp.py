@@ -51,7 +51,7 @@ class MllpListener:
                                             transport="mllp", policy=self.policy, size=received.size)
                 if intake.message_id is not None and not intake.duplicate:  # stored: raw HL7 is PHI
                     audit.record(session, audit.AuditEntry(
-                        action="hl7_message.create", outcome="success" if intake.code == "AA" else "denied",
+                        action="hl7_message.create", outcome={"AA": "success", "AE": "error"}.get(intake.code, "denied"),
                         actor_type="system", actor_id="mllp", organisation_id=self.organisation_id,
                         resource_type="Hl7Message", resource_id=str(intake.message_id)))
         except (OperationalError, InterfaceError) as exc:  # the database is unreachable: send it again later

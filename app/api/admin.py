@@ -157,7 +157,7 @@ def _pause(name: str, paused: bool) -> tuple[Response, int]:
 @blueprint.post("/queues/<name>/pause")
 @requires("admin")
 @documented(Operation("Pause a queue: workers stop taking its jobs; the API still accepts them",
-                      response=QueueOut, errors=(401, 403, 404), tags=("admin",)))
+                      audit="queue.pause", audit_resource="Queue", response=QueueOut, errors=(401, 403, 404), tags=("admin",)))
 def pause(name: str) -> tuple[Response, int]:
     """Workers skip this queue until it is resumed."""
     return _pause(name, True)
@@ -165,7 +165,7 @@ def pause(name: str) -> tuple[Response, int]:
 
 @blueprint.post("/queues/<name>/resume")
 @requires("admin")
-@documented(Operation("Resume a paused queue", response=QueueOut, errors=(401, 403, 404), tags=("admin",)))
+@documented(Operation("Resume a paused queue", audit="queue.resume", audit_resource="Queue", response=QueueOut, errors=(401, 403, 404), tags=("admin",)))
 def resume(name: str) -> tuple[Response, int]:
     """Workers take this queue's jobs again."""
     return _pause(name, False)
@@ -186,7 +186,8 @@ def dead_letters() -> tuple[Response, int]:
 
 @blueprint.get("/dead-letters/<int:job_id>")
 @requires("admin")
-@documented(Operation("One dead job: full error, traceback, attempt history and arguments", audit="dead_letter.read", audit_resource="Job",
+@documented(Operation("One dead job: full error, traceback, attempt history and arguments",
+                      audit="dead_letter.read", audit_resource="Job",
                       response=DeadLetterOut, errors=(401, 403, 404), tags=("admin",)))
 def dead_letter(job_id: int) -> tuple[Response, int]:
     """Everything needed to decide whether to requeue or purge."""
@@ -207,7 +208,8 @@ def dead_letter(job_id: int) -> tuple[Response, int]:
 
 @blueprint.post("/dead-letters/<int:job_id>/requeue")
 @requires("admin")
-@documented(Operation("Run a dead job again with fresh attempts", audit="dead_letter.requeue", audit_resource="Job", errors=(401, 403, 404, 409), status=202,
+@documented(Operation("Run a dead job again with fresh attempts",
+                      audit="dead_letter.requeue", audit_resource="Job", errors=(401, 403, 404, 409), status=202,
                       tags=("admin",)))
 @transactional
 def requeue(job_id: int) -> tuple[Response, int]:
@@ -224,7 +226,8 @@ def requeue(job_id: int) -> tuple[Response, int]:
 @blueprint.post("/dead-letters/requeue")
 @requires("admin")
 @idempotent()
-@documented(Operation("Requeue every dead job matching a filter, as a background job", audit="dead_letter.requeue_bulk", audit_resource="Job", body=DeadLetterFilter,
+@documented(Operation("Requeue every dead job matching a filter, as a background job",
+                      audit="dead_letter.requeue_bulk", audit_resource="Job", body=DeadLetterFilter,
                       response=BulkRequeueOut, status=202, idempotent=True, errors=(401, 403), tags=("admin",)))
 def bulk_requeue() -> tuple[Response, int, dict[str, str]]:
     """Accept a bulk requeue; the background job notes `requeued:N` as its result."""
@@ -240,7 +243,8 @@ def bulk_requeue() -> tuple[Response, int, dict[str, str]]:
 
 @blueprint.delete("/dead-letters/<int:job_id>")
 @requires("admin")
-@documented(Operation("Purge a dead job: cancelled for good, removed from RQ (audited)", audit="dead_letter.purge", audit_resource="Job", status=204,
+@documented(Operation("Purge a dead job: cancelled for good, removed from RQ (audited)",
+                      audit="dead_letter.purge", audit_resource="Job", status=204,
                       errors=(401, 403, 404, 409), tags=("admin",)))
 def purge(job_id: int) -> tuple[str, int]:
     """Give up on a dead job; the purge is recorded in its attempt history with the operator."""

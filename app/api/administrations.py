@@ -65,7 +65,8 @@ def _links(adm: Administration) -> dict[str, str]:
 @blueprint.post("/administrations")
 @requires("administrations:write")
 @idempotent(required=True)
-@documented(Operation("Record that a dose was given (decided on the critical queue)", audit="administration.create", audit_resource="Administration", body=s.AdministrationIn,
+@documented(Operation("Record that a dose was given (decided on the critical queue)",
+                      audit="administration.create", audit_resource="Administration", body=s.AdministrationIn,
                       response=s.ArrivalOut, status=202, idempotent=True, idempotency_required=True,
                       errors=(401, 403, 422), tags=_TAGS))
 def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
@@ -74,6 +75,7 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
     if received.arrival == "conflict":
         return _conflict(received)
     adm = received.administration
+    auditing.subject(resource_id=adm.id, patient_id=adm.patient_id)
     out = s.ArrivalOut(arrival=received.arrival, administration=s.AdministrationOut.model_validate(adm),
                        job=_job(adm), links=_links(adm))
     status = 202 if received.arrival == "accepted" else 200
@@ -83,7 +85,8 @@ def submit_administration() -> tuple[Response, int, dict[str, str]] | Response:
 @blueprint.post("/administrations/batch")
 @requires("administrations:write")
 @idempotent()
-@documented(Operation("Sync up to 500 records from an offline device; each gets its own result", audit="administration.create_batch", audit_resource="Administration",
+@documented(Operation("Sync up to 500 records from an offline device; each gets its own result",
+                      audit="administration.create_batch", audit_resource="Administration",
                       body=s.BatchIn, response=s.BatchOut, idempotent=True, errors=(401, 403), tags=_TAGS))
 def submit_batch() -> Response:
     """Receive each record on its own: one bad record never rejects the others; resending is harmless."""
@@ -125,7 +128,8 @@ def _batch_item(index: int, raw: dict[str, object]) -> s.BatchResult:
 
 @blueprint.get("/administrations/<int:administration_id>")
 @requires("administrations:read")
-@documented(Operation("An administration, its decision and its corrections", audit="administration.read", audit_resource="Administration", response=s.AdministrationOut,
+@documented(Operation("An administration, its decision and its corrections",
+                      audit="administration.read", audit_resource="Administration", response=s.AdministrationOut,
                       errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_administration(administration_id: int) -> Response:
@@ -150,7 +154,8 @@ def get_administration(administration_id: int) -> Response:
 
 @blueprint.patch("/administrations/<int:administration_id>")
 @requires("administrations:write")
-@documented(Operation("Correct documentation fields (If-Match: version); the original is kept", audit="administration.update", audit_resource="Administration",
+@documented(Operation("Correct documentation fields (If-Match: version); the original is kept",
+                      audit="administration.update", audit_resource="Administration",
                       body=s.CorrectionIn, response=s.AdministrationOut, errors=(401, 403, 404, 409, 428),
                       tags=_TAGS))
 @transactional
@@ -190,7 +195,8 @@ def _expected_version(from_body: int | None) -> int:
 
 @blueprint.get("/patients/<int:patient_id>/administrations")
 @requires("administrations:read")
-@documented(Operation("A patient's medication administration record (MAR)", audit="patient.mar.read", audit_resource="Patient", query=s.MarQuery,
+@documented(Operation("A patient's medication administration record (MAR)",
+                      audit="patient.mar.read", audit_resource="Patient", query=s.MarQuery,
                       response=s.MarOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def patient_mar(patient_id: int) -> Response:
@@ -203,7 +209,8 @@ def patient_mar(patient_id: int) -> Response:
 
 @blueprint.get("/safety-events")
 @requires("administrations:read")
-@documented(Operation("Safety events (blocked doses), newest first", audit="safety_event.list", audit_resource="SafetyEvent", query=s.SafetyEventQuery,
+@documented(Operation("Safety events (blocked doses), newest first",
+                      audit="safety_event.list", audit_resource="SafetyEvent", query=s.SafetyEventQuery,
                       response=s.SafetyEventPage, errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def list_safety_events() -> Response:

@@ -125,11 +125,13 @@ def _alerts(organisation_id: int | None) -> Response:
 def _routes(prefix: str, scope: str, tag: str, org: Callable[[], int | None], who: str) -> None:
     """The same four routes for an organisation's channels and for the operators' global ones."""
     tags = (tag,)
-    create = documented(Operation(f"Add an alert channel ({who})", body=ChannelIn, response=ChannelOut, status=201,
+    create = documented(Operation(f"Add an alert channel ({who})", audit="alert_channel.create",
+                                  audit_resource="AlertChannel", body=ChannelIn, response=ChannelOut, status=201,
                                   errors=(401, 403, 422), tags=tags))(transactional(lambda: _create(org())))
     list_ = documented(Operation(f"Alert channels ({who})", response=ChannelList, tags=tags))(
         transactional(lambda: _list(org())))
-    delete = documented(Operation(f"Remove an alert channel ({who})", status=204, errors=(401, 403, 404),
+    delete = documented(Operation(f"Remove an alert channel ({who})", audit="alert_channel.delete",
+                                  audit_resource="AlertChannel", status=204, errors=(401, 403, 404),
                                   tags=tags))(transactional(lambda channel_id: _delete(channel_id, org())))
     alerts_ = documented(Operation(f"Newest alerts ({who})", query=AlertQuery, response=AlertList,
                                    errors=(401, 403, 422), tags=tags))(transactional(lambda: _alerts(org())))

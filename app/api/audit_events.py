@@ -19,7 +19,7 @@ from app.api.pagination import decode_cursor, encode_cursor
 from app.api.problems import Problem
 from app.api.validation import query
 from app.models import Patient
-from app.services import audit_queries, clinical
+from app.services import audit_queries, patient_bundle
 
 blueprint = Blueprint("audit_events", __name__, url_prefix="/v1")
 _TAGS = ("audit",)
@@ -123,10 +123,12 @@ def list_audit_events() -> Response:
                       audit_resource="Patient"))
 @transactional
 def access_report(patient_id: int) -> Response:
-    """Accesses grouped by actor, action and outcome, most recent first."""
+    """Accesses grouped by actor, action and outcome, most recent first; reads of the FHIR Patient
+    matched to it (by MRN) count too."""
     organisation_id = current_caller().organisation_id
-    if not clinical.exists(db(), Patient, patient_id, organisation_id=organisation_id):
+    patient = db().get(Patient, patient_id)
+    if patient is None or patient.organisation_id != organisation_id:
         raise Problem(404, "Not Found", f"No patient {patient_id}.")
     auditing.subject(patient_id=patient_id)
-    return jsonify({"patient_id": patient_id,
-                    "accesses": audit_queries.accesses(db(), organisation_id, str(patient_id))})
+    ids = [str(patient_id), *(row.id for row in patient_bundle.fhir_patients(db(), patient))]
+    return jsonify({"patient_id": patient_id, "accesses": audit_queries.accesses(db(), organisation_id, ids)})

@@ -38,7 +38,8 @@ def list_breakers() -> Response:
 
 @blueprint.post("/breakers/<name>/reset")
 @requires("admin")
-@documented(Operation("Force a circuit breaker closed (audited)", response=BreakerOut, errors=(401, 403, 404),
+@documented(Operation("Force a circuit breaker closed (audited)", audit="breaker.reset", audit_resource="Breaker",
+                      response=BreakerOut, errors=(401, 403, 404),
                       tags=("admin",)))
 def reset_breaker(name: str) -> Response:
     """Waiting deliveries go out at their next scheduled attempt."""

@@ -81,9 +81,15 @@ def page_model(resource: Resource) -> type[BaseModel]:
 
 
 def _out(resource: Resource, row: Any) -> dict[str, Any]:
-    """The row as JSON; the audit record learns which row and patient the request touched."""
-    auditing.subject(resource_id=row.id, patient_id=row.id if resource.model is Patient else getattr(row, "patient_id", None))
     return resource.out.model_validate(row).model_dump(mode="json")
+
+
+def _one(resource: Resource, row: Any) -> dict[str, Any]:
+    """One row as JSON; the audit record learns which row and patient the request touched. (A list's
+    record names a patient only when the list is filtered by one.)"""
+    patient = row.id if resource.model is Patient else getattr(row, "patient_id", None)
+    auditing.subject(resource_id=row.id, patient_id=patient)
+    return _out(resource, row)
 
 
 def guarded(run: Callable[[], Any]) -> Any:
@@ -116,7 +122,7 @@ def _register(resource: Resource) -> None:
         row = guarded(lambda: clinical.create(db(), resource.model, values,
                                                organisation_id=current_caller().organisation_id))
         location = url_for(f"clinical.get_{name}", row_id=row.id)
-        return jsonify(_out(resource, row)), 201, {"Location": location}
+        return jsonify(_one(resource, row)), 201, {"Location": location}
 
     @requires("clinical:read")
     @documented(Operation(f"List {resource.path}, newest first", query=resource.filters,
@@ -136,7 +142,7 @@ def _register(resource: Resource) -> None:
     def get(row_id: int) -> Response:
         row = guarded(lambda: clinical.get(db(), resource.model, row_id,
                                             organisation_id=current_caller().organisation_id))
-        return jsonify(_out(resource, row))
+        return jsonify(_one(resource, row))
 
     @requires("clinical:write")
     @documented(Operation(f"Change fields of a {noun}", body=resource.patch, response=resource.out,
@@ -146,7 +152,7 @@ def _register(resource: Resource) -> None:
         values = body(resource.patch).model_dump(exclude_unset=True)
         row = guarded(lambda: clinical.update(db(), resource.model, row_id, values,
                                                organisation_id=current_caller().organisation_id))
-        return jsonify(_out(resource, row))
+        return jsonify(_one(resource, row))
 
     base = f"/{resource.path}"
     blueprint.add_url_rule(base, f"create_{name}", create, methods=["POST"])
@@ -171,9 +177,10 @@ def get_organisation() -> Response:
 
 
 @blueprint.patch("/organisation")
-@requires("clinical:write")
+@requires("admin")
 @documented(Operation("Change the organisation's settings (its time zone: reminder times are local)",
-                      body=c.OrganisationPatch, response=c.OrganisationOut, errors=(401, 403), tags=("organisation",)))
+                      audit="organisation.update", audit_resource="Organisation", body=c.OrganisationPatch,
+                      response=c.OrganisationOut, errors=(401, 403), tags=("organisation",)))
 @transactional
 def patch_organisation() -> Response:
     """Set the caller's organisation's time zone."""

@@ -85,6 +85,7 @@ def _policy() -> hl7_intake.Policy:
 
 
 def _answer(intake: hl7_intake.Intake) -> Response:
+    auditing.subject(resource_id=intake.message_id)
     links = {"message": url_for("hl7.get_message", message_id=intake.message_id)} if intake.message_id else {}
     if intake.job_id:
         links["job"] = url_for("jobs.get_job", job_id=intake.job_id)
@@ -98,7 +99,8 @@ def _answer(intake: hl7_intake.Intake) -> Response:
 
 @blueprint.post("/hl7/messages")
 @requires("hl7:write")
-@documented(Operation("Submit an HL7 v2 message (ER7 body); the answer carries the same ACK as MLLP", audit="hl7_message.create", audit_resource="Hl7Message",
+@documented(Operation("Submit an HL7 v2 message (ER7 body); the answer carries the same ACK as MLLP",
+                      audit="hl7_message.create", audit_resource="Hl7Message",
                       response=IntakeOut, status=202, errors=(401, 403, 415, 422, 503), tags=("hl7",)))
 @transactional
 def submit_message() -> Response:
@@ -132,7 +134,8 @@ def _database_down(exc: OperationalError) -> Response:
 
 @blueprint.get("/hl7/messages/<int:message_id>")
 @requires("hl7:read")
-@documented(Operation("One stored message: raw, status, ACK sent, errors, FHIR resources produced", audit="hl7_message.read", audit_resource="Hl7Message",
+@documented(Operation("One stored message: raw, status, ACK sent, errors, FHIR resources produced",
+                      audit="hl7_message.read", audit_resource="Hl7Message",
                       response=MessageOut, errors=(401, 403, 404), tags=("hl7",)))
 @transactional
 def get_message(message_id: int) -> Response:
@@ -183,8 +186,9 @@ class OutboundOut(BaseModel):
 @blueprint.post("/hl7/outbound")
 @requires("hl7:write")
 @idempotent()
-@documented(Operation("Deliver an HL7 v2 message (or a stored Patient/DiagnosticReport rendered as ADT/ORU) to a ", audit="hl7_outbound.create", audit_resource="OutboundMessage"
-                      "configured MLLP destination", body=OutboundIn, response=OutboundOut, status=202,
+@documented(Operation("Deliver an HL7 v2 message (or a stored Patient/DiagnosticReport rendered as ADT/ORU) to a "
+                      "configured MLLP destination", audit="hl7_outbound.create", audit_resource="OutboundMessage",
+                      body=OutboundIn, response=OutboundOut, status=202,
                       idempotent=True, errors=(401, 403, 404, 422), tags=("hl7",)))
 def send_outbound() -> tuple[Response, int]:
     """In order per destination, one in flight; AE and timeouts retried, AR dead."""
@@ -208,7 +212,8 @@ def send_outbound() -> tuple[Response, int]:
 
 @blueprint.get("/hl7/outbound/<int:outbound_id>")
 @requires("hl7:read")
-@documented(Operation("One outbound message and its delivery state", audit="hl7_outbound.read", audit_resource="OutboundMessage", response=OutboundOut, errors=(401, 403, 404),
+@documented(Operation("One outbound message and its delivery state",
+                      audit="hl7_outbound.read", audit_resource="OutboundMessage", response=OutboundOut, errors=(401, 403, 404),
                       tags=("hl7",)))
 @transactional
 def get_outbound(outbound_id: int) -> Response:
@@ -231,7 +236,8 @@ def _resource_type(resource_type: str) -> str:
 
 @blueprint.get("/fhir/<resource_type>/<resource_id>")
 @requires("clinical:read")
-@documented(Operation("Read one FHIR R4 resource (application/fhir+json)", audit="fhir.read", audit_resource="FhirResource", errors=(401, 403, 404), tags=("fhir",)))
+@documented(Operation("Read one FHIR R4 resource (application/fhir+json)",
+                      audit="fhir.read", audit_resource="FhirResource", errors=(401, 403, 404), tags=("fhir",)))
 @transactional
 def read_resource(resource_type: str, resource_id: str) -> Response:
     """The current version, scoped to the caller's organisation."""
@@ -248,7 +254,8 @@ def read_resource(resource_type: str, resource_id: str) -> Response:
 
 @blueprint.get("/fhir/<resource_type>")
 @requires("clinical:read")
-@documented(Operation("Search FHIR R4 resources by patient and/or identifier (a searchset Bundle)", audit="fhir.search", audit_resource="FhirResource",
+@documented(Operation("Search FHIR R4 resources by patient and/or identifier (a searchset Bundle)",
+                      audit="fhir.search", audit_resource="FhirResource",
                       query=FhirSearch, errors=(401, 403, 404, 422), tags=("fhir",)))
 @transactional
 def search_resources(resource_type: str) -> Response:

@@ -132,7 +132,8 @@ def download_bundle(privacy_request_id: int) -> Response:
         raise Problem(409, "Conflict", f"Privacy request {row.id} is {row.status}, not completed.",
                       "privacy-request-not-ready", extensions={"status": row.status})
     if row.bundle is None:
-        raise Problem(410, "Gone", f"The export of privacy request {row.id} was removed by a later erasure.")
+        raise Problem(410, "Gone", f"The export of privacy request {row.id} was removed (a later erasure, or its "
+                      "retention passed).")
     return Response(json.dumps(row.bundle), mimetype=FHIR_JSON, headers={
         "Content-Disposition": f'attachment; filename="patient-export-{row.id}.json"', "Cache-Control": "no-store"})
 

@@ -109,7 +109,8 @@ def _resync() -> None:
 
 @blueprint.post("/report-schedules")
 @requires("reports:write")
-@documented(Operation("Schedule a report (cron in a time zone); each run makes a report and a report.ready event", audit="report_schedule.create", audit_resource="ReportSchedule",
+@documented(Operation("Schedule a report (cron in a time zone); each run makes a report and a report.ready event",
+                      audit="report_schedule.create", audit_resource="ReportSchedule",
                       body=ScheduleIn, response=ScheduleOut, status=201, errors=(401, 403, 422), tags=_TAGS))
 def create_schedule() -> tuple[Response, int, dict[str, str]]:
     """422 names the field at fault: a bad cron, an unknown time zone, parameters, endpoint."""
@@ -127,7 +128,8 @@ def _store(run: Any) -> dict[str, Any]:
 
 @blueprint.get("/report-schedules")
 @requires("reports:read")
-@documented(Operation("The organisation's report schedules", tags=_TAGS))
+@documented(Operation("The organisation's report schedules", audit="report_schedule.list",
+                      audit_resource="ReportSchedule", tags=_TAGS))
 @transactional
 def list_schedules() -> Response:
     """With their next run times."""
@@ -137,7 +139,8 @@ def list_schedules() -> Response:
 
 @blueprint.get("/report-schedules/<int:schedule_id>")
 @requires("reports:read")
-@documented(Operation("One report schedule", response=ScheduleOut, errors=(401, 403, 404), tags=_TAGS))
+@documented(Operation("One report schedule", audit="report_schedule.read", audit_resource="ReportSchedule",
+                      response=ScheduleOut, errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_schedule(schedule_id: int) -> Response:
     """With its next run time."""
@@ -147,7 +150,8 @@ def get_schedule(schedule_id: int) -> Response:
 
 @blueprint.patch("/report-schedules/<int:schedule_id>")
 @requires("reports:write")
-@documented(Operation("Change a report schedule", audit="report_schedule.update", audit_resource="ReportSchedule", body=SchedulePatch, response=ScheduleOut,
+@documented(Operation("Change a report schedule",
+                      audit="report_schedule.update", audit_resource="ReportSchedule", body=SchedulePatch, response=ScheduleOut,
                       errors=(401, 403, 404, 422), tags=_TAGS))
 def patch_schedule(schedule_id: int) -> Response:
     """Cron, time zone, parameters, endpoint, enabled, description."""
@@ -167,7 +171,8 @@ def patch_schedule(schedule_id: int) -> Response:
 
 @blueprint.delete("/report-schedules/<int:schedule_id>")
 @requires("reports:write")
-@documented(Operation("Delete a report schedule (gone from rq-scheduler)", audit="report_schedule.delete", audit_resource="ReportSchedule", status=204, errors=(401, 403, 404),
+@documented(Operation("Delete a report schedule (gone from rq-scheduler)",
+                      audit="report_schedule.delete", audit_resource="ReportSchedule", status=204, errors=(401, 403, 404),
                       tags=_TAGS))
 def delete_schedule(schedule_id: int) -> tuple[str, int]:
     """Reports it already made stay."""

@@ -148,7 +148,8 @@ def _parameters(request: ReportIn) -> dict[str, Any]:
 @blueprint.post("/reports")
 @requires("reports:write")
 @idempotent()
-@documented(Operation("Request a PDF report (rendered on the reports queue)", audit="report.create", audit_resource="Report", body=ReportIn, response=ReportOut,
+@documented(Operation("Request a PDF report (rendered on the reports queue)",
+                      audit="report.create", audit_resource="Report", body=ReportIn, response=ReportOut,
                       status=202, idempotent=True, errors=(401, 403, 422), tags=_TAGS))
 def request_report() -> tuple[Response, int, dict[str, str]]:
     """202 with the report and its job; follow `links.self` for progress."""
@@ -157,6 +158,7 @@ def request_report() -> tuple[Response, int, dict[str, str]]:
     report = reports.request(db(), organisation_id=caller.organisation_id, report_type=wanted.type,
                              parameters=_parameters(wanted), api_client_id=caller.client_id,
                              request_id=g.get("request_id"))
+    auditing.subject(resource_id=report.id, patient_id=report.parameters.get("patient_id"))
     return jsonify(_out(report)), 202, {"Location": url_for("reports.get_report", report_id=report.id)}
 
 
@@ -171,7 +173,8 @@ def _report(report_id: int) -> Report:
 
 @blueprint.get("/reports/<int:report_id>")
 @requires("reports:read")
-@documented(Operation("A report's status and progress", audit="report.read", audit_resource="Report", response=ReportOut, errors=(401, 403, 404), tags=_TAGS))
+@documented(Operation("A report's status and progress",
+                      audit="report.read", audit_resource="Report", response=ReportOut, errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def get_report(report_id: int) -> Response:
     """Progress (percent) moves while the job renders."""
@@ -180,7 +183,8 @@ def get_report(report_id: int) -> Response:
 
 @blueprint.get("/reports/<int:report_id>.pdf")
 @requires("reports:read")
-@documented(Operation("Download a ready report (application/pdf); 409 while it is not ready", audit="report.export", audit_resource="Report",
+@documented(Operation("Download a ready report (application/pdf); 409 while it is not ready",
+                      audit="report.export", audit_resource="Report",
                       errors=(401, 403, 404, 409), tags=_TAGS))
 @transactional
 def download_report(report_id: int) -> Response:
@@ -196,7 +200,8 @@ def download_report(report_id: int) -> Response:
 
 @blueprint.get("/reports")
 @requires("reports:read")
-@documented(Operation("List reports, newest first", audit="report.list", audit_resource="Report", query=ReportQuery, response=ReportPage,
+@documented(Operation("List reports, newest first",
+                      audit="report.list", audit_resource="Report", query=ReportQuery, response=ReportPage,
                       errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def list_reports() -> Response:

@@ -65,7 +65,8 @@ def _endpoint(row: Any, model: type[s.EndpointOut] = s.EndpointOut, **extra: Any
 
 @blueprint.post("/endpoints")
 @requires(_SCOPE)
-@documented(Operation("Subscribe an HTTPS endpoint to event types; the signing secret is shown once", audit="webhook_endpoint.create", audit_resource="WebhookEndpoint",
+@documented(Operation("Subscribe an HTTPS endpoint to event types; the signing secret is shown once",
+                      audit="webhook_endpoint.create", audit_resource="WebhookEndpoint",
                       body=s.EndpointIn, response=s.EndpointCreated, status=201, errors=(401, 403, 422), tags=_TAGS))
 @transactional
 def create_endpoint() -> tuple[Response, int, dict[str, str]]:
@@ -102,7 +103,8 @@ def get_endpoint(endpoint_id: int) -> Response:
 
 @blueprint.patch("/endpoints/<int:endpoint_id>")
 @requires(_SCOPE)
-@documented(Operation("Change an endpoint (enabled: true re-enables a disabled one)", audit="webhook_endpoint.update", audit_resource="WebhookEndpoint", body=s.EndpointPatch,
+@documented(Operation("Change an endpoint (enabled: true re-enables a disabled one)",
+                      audit="webhook_endpoint.update", audit_resource="WebhookEndpoint", body=s.EndpointPatch,
                       response=s.EndpointOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def patch_endpoint(endpoint_id: int) -> Response:
@@ -115,7 +117,8 @@ def patch_endpoint(endpoint_id: int) -> Response:
 
 @blueprint.delete("/endpoints/<int:endpoint_id>")
 @requires(_SCOPE)
-@documented(Operation("Delete an endpoint; deliveries still waiting are cancelled", audit="webhook_endpoint.delete", audit_resource="WebhookEndpoint", status=204,
+@documented(Operation("Delete an endpoint; deliveries still waiting are cancelled",
+                      audit="webhook_endpoint.delete", audit_resource="WebhookEndpoint", status=204,
                       errors=(401, 403, 404), tags=_TAGS))
 @transactional
 def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
@@ -126,7 +129,8 @@ def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/rotate-secret")
 @requires(_SCOPE)
-@documented(Operation("New signing secret; the old one keeps signing beside it for the overlap", audit="webhook_endpoint.rotate_secret", audit_resource="WebhookEndpoint", body=s.RotateIn,
+@documented(Operation("New signing secret; the old one keeps signing beside it for the overlap",
+                      audit="webhook_endpoint.rotate_secret", audit_resource="WebhookEndpoint", body=s.RotateIn,
                       response=s.RotatedOut, errors=(401, 403, 404, 422), tags=_TAGS))
 @transactional
 def rotate_secret(endpoint_id: int) -> Response:
@@ -166,7 +170,8 @@ def test_endpoint(endpoint_id: int) -> tuple[Response, int]:
 @blueprint.post("/endpoints/<int:endpoint_id>/recover")
 @requires(_SCOPE)
 @idempotent()
-@documented(Operation("Send again, as a background job, every dead delivery since a time", audit="webhook_endpoint.recover", audit_resource="WebhookEndpoint", query=s.RecoverQuery,
+@documented(Operation("Send again, as a background job, every dead delivery since a time",
+                      audit="webhook_endpoint.recover", audit_resource="WebhookEndpoint", query=s.RecoverQuery,
                       response=s.Accepted, status=202, idempotent=True, errors=(401, 403, 404, 409, 422), tags=_TAGS))
 def recover_endpoint(endpoint_id: int) -> tuple[Response, int]:
     """Delivered ones are skipped; re-enable a disabled endpoint first."""
@@ -211,7 +216,8 @@ def get_delivery(delivery_id: int) -> Response:
 @blueprint.post("/deliveries/<int:delivery_id>/retry")
 @requires(_SCOPE)
 @idempotent()
-@documented(Operation("Send a dead or delivered delivery again (same webhook-id)", response=s.Accepted,
+@documented(Operation("Send a dead or delivered delivery again (same webhook-id)",
+                      audit="webhook_delivery.retry", audit_resource="WebhookDelivery", response=s.Accepted,
                       status=202, idempotent=True, errors=(401, 403, 404, 409), tags=_TAGS))
 def retry_delivery(delivery_id: int) -> tuple[Response, int]:
     """409 while an attempt is already scheduled."""

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import AuditArchive, AuditChainHead, AuditEvent, LegalHold
@@ -65,6 +65,8 @@ def archive(session: Session, folder: Path, today: date, retention_days: int, *,
     cutoff = today - timedelta(days=retention_days)
     done: list[AuditArchive] = []
     for chain in session.scalars(select(AuditChainHead.chain).order_by(AuditChainHead.chain)).all():
+        # one archiver per chain at a time (the scheduled job and a CLI run may overlap)
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"audit-archive:{chain}", 0))))
         if is_held(session, _organisation(chain)):
             log.info("Audit chain %s: under a legal hold, not archived", chain)
             continue

@@ -52,12 +52,13 @@ def page(session: Session, filters: Filters, *, before_id: int | None, limit: in
     return list(session.scalars(query))
 
 
-def accesses(session: Session, organisation_id: int, patient: str) -> list[dict[str, Any]]:
-    """Who touched this patient's data and how: per actor and action, how often, first and last time."""
+def accesses(session: Session, organisation_id: int, patient_ids: list[str]) -> list[dict[str, Any]]:
+    """Who touched this patient's data (under any of its ids: clinical, FHIR) and how: per actor and
+    action, how often, first and last time."""
     rows = session.execute(
         select(AuditEvent.actor_type, AuditEvent.actor_id, AuditEvent.action, AuditEvent.outcome, func.count(),
                func.min(AuditEvent.occurred_at), func.max(AuditEvent.occurred_at))
-        .where(AuditEvent.organisation_id == organisation_id, AuditEvent.patient_id == patient)
+        .where(AuditEvent.organisation_id == organisation_id, AuditEvent.patient_id.in_(patient_ids))
         .group_by(AuditEvent.actor_type, AuditEvent.actor_id, AuditEvent.action, AuditEvent.outcome)
         .order_by(func.max(AuditEvent.occurred_at).desc()))
     return [{"actor_type": kind, "actor": actor, "action": action, "outcome": outcome, "count": count,

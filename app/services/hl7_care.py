@@ -2,7 +2,8 @@
 
 The clinical patient is the one whose MRN is a PID-3 value of the message's Patient. An
 immunization needs that patient; an appointment is kept without one. Each row remembers the
-FHIR resource it came from (`source_ref`), so reprocessing a message updates the same row.
+FHIR resource it came from (`source_ref`), so reprocessing a message updates the same row, and an
+older message processed after a newer one changes nothing (the FHIR store's own ordering rule).
 What cannot be recorded is reported as a warning on the message (ids only, no PHI).
 """
 
@@ -11,12 +12,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Appointment, Hl7Message, Immunization
+from app.models import Appointment, FhirResource, Hl7Message, Immunization
 from app.models.care import APPOINTMENT_STATUSES, IMMUNIZATION_STATUSES
 from app.services.hl7_administrations import clinical_patient
 
@@ -60,6 +61,15 @@ def _upsert(session: Session, model: type[Immunization | Appointment], organisat
     return True
 
 
+def _superseded(session: Session, message: Hl7Message, ref: str) -> bool:
+    """Whether a later message wrote this resource (messages may be processed out of order)."""
+    kind, _, resource_id = ref.partition("/")
+    writer = session.scalar(select(FhirResource.message_id).where(
+        FhirResource.organisation_id == message.organisation_id, FhirResource.resource_type == kind,
+        FhirResource.id == resource_id))
+    return writer is not None and writer != message.id
+
+
 def record(session: Session, message: Hl7Message, resources: list[dict[str, Any]], stored: list[str]) -> list[str]:
     """Record the message's immunizations and appointments; warnings for what could not be."""
     patient = clinical_patient(session, message.organisation_id,
@@ -67,7 +77,7 @@ def record(session: Session, message: Hl7Message, resources: list[dict[str, Any]
     warnings = []
     for resource, ref in zip(resources, stored, strict=True):
         kind = resource["resourceType"]
-        if kind not in ("Immunization", "Appointment"):
+        if kind not in ("Immunization", "Appointment") or _superseded(session, message, ref):
             continue
         if kind == "Immunization":
             values = _immunization(resource, patient.id) if patient else None

@@ -95,8 +95,8 @@ def overdue(session: Session, organisation_id: int, today: date) -> int:
     """Announce every overdue dose not announced before; how many were new."""
     emissions = [
         events.Emission(organisation_id, "reminder.immunization_overdue", f"{patient_id}:{s.requirement.id}:{number}",
-                        {"patient_id": patient_id, "requirement_id": s.requirement.id,
-                         "vaccine": s.requirement.vaccine, "dose_number": number, "due_on": due.isoformat()})
+                        {"patient_id": patient_id, "requirement_id": s.requirement.id, "dose_number": number,
+                         "due_on": due.isoformat()})  # ids only: which vaccine a child lacks is clinical
         for patient_id, found in standings(session, organisation_id, today).items()
         for s in found for number, due in s.overdue]
     return events.emit_many(session, emissions)

@@ -100,6 +100,23 @@ def page(session: Session, *, organisation_id: int, status: str | None, type: st
     return list(session.scalars(query.order_by(PrivacyRequest.id.desc()).limit(limit)))
 
 
+def fail_abandoned(session: Session) -> int:
+    """Requests still queued or running whose job ended (dead after a crash, cancelled, purged): failed."""
+    ended = select(Job.id).where(Job.status.in_(("dead", "cancelled")))
+    result = session.execute(update(PrivacyRequest).where(
+        PrivacyRequest.status.in_(("queued", "running")), PrivacyRequest.job_id.in_(ended))
+        .values(status="failed", error="its job ended without fulfilling the request", finished_at=func.now()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def prune_bundles(session: Session, before: datetime) -> int:
+    """Drop exports completed before `before` (a download then answers 410): a copy of a patient's
+    whole record is kept only as long as a generated report."""
+    result = session.execute(update(PrivacyRequest).where(
+        PrivacyRequest.bundle.is_not(None), PrivacyRequest.finished_at < before).values(bundle=None))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def fail(row: PrivacyRequest, reason: str) -> None:
     """The request cannot be fulfilled (reason names ids and error types, never PHI)."""
     row.status, row.error, row.finished_at = "failed", reason[:500], func.now()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from app.models import (
     Immunization,
     InventoryLot,
     Medication,
+    Organisation,
     Patient,
     Prescription,
     SafetyEvent,
@@ -90,14 +92,16 @@ def student_health_summary(session: Session, organisation_id: int, params: Data)
     }
 
 
-def _period(params: Data) -> tuple[datetime, datetime]:
+def _period(session: Session, organisation_id: int, params: Data) -> tuple[datetime, datetime]:
+    """The inclusive days `from`..`to` as instants: midnight to midnight in the organisation's time zone."""
+    zone = ZoneInfo(session.scalar(select(Organisation.timezone).where(Organisation.id == organisation_id)) or "UTC")
     start, end = date.fromisoformat(str(params["from"])), date.fromisoformat(str(params["to"]))
-    return datetime.combine(start, time.min).astimezone(), datetime.combine(end + timedelta(days=1), time.min).astimezone()
+    return datetime.combine(start, time.min, tzinfo=zone), datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone)
 
 
 def medication_administration_log(session: Session, organisation_id: int, params: Data) -> Data:
     """The MAR of a patient (or the organisation) over a period, with blocked attempts and safety events."""
-    start, end = _period(params)
+    start, end = _period(session, organisation_id, params)
     query = (select(Administration, Medication, Patient)
              .join(Prescription, Prescription.id == Administration.prescription_id).join(Medication)
              .join(Patient, Patient.id == Administration.patient_id)
@@ -167,7 +171,7 @@ def _inventory(session: Session, organisation_id: int, params: Data) -> tuple[li
 def _safety_events(session: Session, organisation_id: int, params: Data) -> tuple[list[str], list[list[Any]]]:
     query = select(SafetyEvent).where(SafetyEvent.organisation_id == organisation_id).order_by(SafetyEvent.id)
     if params.get("from") and params.get("to"):
-        start, end = _period(params)
+        start, end = _period(session, organisation_id, params)
         query = query.where(SafetyEvent.created_at >= start, SafetyEvent.created_at < end)
     return (["When", "Type", "Severity", "Administration", "Description"],
             [[e.created_at.isoformat(timespec="minutes"), e.event_type, e.severity, e.administration_id,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
-from app.models import AuditEvent, Hl7Message, Job
+from app.models import AuditEvent, Hl7Message, Job, PrivacyRequest
 from app.runtime import Runtime
 from jobs.maintenance import prune_retention
 
@@ -46,4 +46,23 @@ def test_only_old_rows_in_final_states_are_pruned_and_each_pass_is_audited(clean
     assert kept_messages == {messages["young-processed"], messages["old-failed"], messages["old-rejected"]}
     assert [(a, t, r.split(" ")[0], who) for a, t, r, who in audited] == [
         ("retention.prune", "jobs", "2", "system"), ("retention.prune", "hl7_messages", "1", "system"),
-        ("retention.prune", "webhook_attempts", "0", "system")]
+        ("retention.prune", "webhook_attempts", "0", "system"),
+        ("retention.prune", "privacy_requests.bundle", "0", "system")]
+
+
+def test_old_exports_are_dropped_and_requests_whose_job_died_fail(clean: Runtime, org_id: int) -> None:
+    dead = job(clean, org_id, "dead", 1)
+    with clean.sessions.begin() as session:
+        def request(status: str, finished_days: int | None, job_id: int | None) -> int:
+            return session.execute(insert(PrivacyRequest).values(
+                organisation_id=org_id, patient_id=1, type="access", status=status, due_at=NOW,
+                job_id=job_id, bundle={"resourceType": "Bundle"} if status == "completed" else None,
+                finished_at=NOW - timedelta(days=finished_days) if finished_days is not None else None)
+                .returning(PrivacyRequest.id)).scalar_one()
+
+        old, young, stuck = request("completed", 40, None), request("completed", 3, None), request("running", None, dead)
+    prune_retention()
+    with clean.sessions() as session:
+        rows = {r.id: r for r in session.scalars(select(PrivacyRequest))}
+    assert rows[old].bundle is None and rows[young].bundle is not None  # 30 days, like PDFs
+    assert rows[stuck].status == "failed" and rows[stuck].error == "its job ended without fulfilling the request"

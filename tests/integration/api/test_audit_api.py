@@ -49,6 +49,28 @@ def test_the_phi_endpoints_are_all_audited(client: FlaskClient) -> None:
             "audit_event.list", "patient.access_report"} <= actions
 
 
+#: Routes that touch no patient data and change nothing an auditor must see: not audited on success
+#: (their failed authentication and authorisation still are). Every other route must be audited.
+NOT_AUDITED = {
+    ("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/v1/admin/alerts"),
+    ("GET", "/v1/admin/alerts/channels"), ("GET", "/v1/admin/breakers"), ("GET", "/v1/admin/dead-letters"),
+    ("GET", "/v1/admin/queues"), ("GET", "/v1/admin/schedules"), ("GET", "/v1/alerts"), ("GET", "/v1/alerts/channels"),
+    ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("POST", "/v1/jobs/{job_id}/cancel"), ("POST", "/v1/probes"),
+    ("GET", "/v1/organisation"), ("GET", "/v1/webhooks/deliveries"), ("GET", "/v1/webhooks/deliveries/{delivery_id}"),
+    ("GET", "/v1/webhooks/endpoints"), ("GET", "/v1/webhooks/endpoints/{endpoint_id}"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id}/test"),
+    *((method, f"/v1/{path}{suffix}") for path in ("medications", "inventory-lots", "immunization-requirements")
+      for method, suffix in (("GET", ""), ("POST", ""), ("GET", "/{row_id}"), ("PATCH", "/{row_id}"))),
+}
+
+
+def test_every_route_is_audited_or_knowingly_not(client: FlaskClient) -> None:
+    spec = client.get("/v1/openapi.json").json
+    unaudited = {(method.upper(), path) for path, methods in spec["paths"].items()
+                 for method, op in methods.items() if "x-audit-action" not in op}
+    assert unaudited == NOT_AUDITED  # a new route must choose: audited, or listed here with a reason
+
+
 def test_every_audited_endpoint_records_one_record_for_401_403_and_404(client: FlaskClient, clean: Runtime) -> None:
     outsider = make_key(clean, "org-o", ["metrics:read"])  # a valid key without any of the scopes
     insider = make_key(clean, "org-i", ["admin"])

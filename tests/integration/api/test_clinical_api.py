@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.integration.api.conftest import Key
+from app.runtime import Runtime
+from tests.integration.api.conftest import Key, make_key
 from tests.integration.api.test_jobs_api import assert_problem
 
 
@@ -114,11 +115,15 @@ def test_scopes(client: FlaskClient, reader: Key) -> None:
     assert_problem(client.get("/v1/patients", headers=reader.headers), 403)
 
 
-def test_the_organisation_time_zone_is_validated_and_scoped(client: FlaskClient, alice: Key, bob: Key) -> None:
-    bad = client.patch("/v1/organisation", json={"timezone": "Mars/Olympus"}, headers=alice.headers)
+def test_the_organisation_time_zone_is_validated_scoped_and_admin_only(client: FlaskClient, alice: Key, bob: Key,
+                                                                      clean: Runtime) -> None:
+    assert client.patch("/v1/organisation", json={"timezone": "Europe/Berlin"}, headers=alice.headers).status_code == 403
+    admin = make_key(clean, "org-a", ["admin"])
+    bad = client.patch("/v1/organisation", json={"timezone": "Mars/Olympus"}, headers=admin.headers)
     assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "timezone"
-    changed = client.patch("/v1/organisation", json={"timezone": "Europe/Berlin"}, headers=alice.headers)
+    changed = client.patch("/v1/organisation", json={"timezone": "Europe/Berlin"}, headers=admin.headers)
     assert changed.status_code == 200 and changed.json["timezone"] == "Europe/Berlin"
+    assert client.get("/v1/organisation", headers=alice.headers).json["timezone"] == "Europe/Berlin"
     assert client.get("/v1/organisation", headers=bob.headers).json["timezone"] == "UTC"
 
 
