@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.extensions["triage"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["SECRET_KEY"] = runtime.settings.require_secret_key()
+    register_proxies(app, runtime.settings)
     register_secrets(app, runtime.settings)
     register_request_ids(app)
     register_errors(app)
@@ -49,6 +50,14 @@ def register_request_ids(app: Flask) -> None:
     def _echo(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+def register_proxies(app: Flask, settings: Settings) -> None:
+    """Trust X-Forwarded-For/-Proto from exactly `proxy_hops` proxies (none by default: never spoofable)."""
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
 
 
 def register_secrets(app: Flask, settings: Settings) -> None:

@@ -103,6 +103,9 @@ class Settings:
     rate_limit: str = "1200 per minute"
     anonymous_rate_limit: str = "120 per minute"
     max_body_bytes: int = 1024 * 1024
+    # Reverse proxies in front of the API that set X-Forwarded-For/-Proto (0: none, trust no header):
+    # audit records, rate limits and logs then see the client's address, not the balancer's.
+    proxy_hops: int = 0
     # Medication safety: a dose further than this fraction from the prescribed one is blocked, and a
     # second dose of one prescription within this many minutes (unless the prescription sets its own).
     dose_tolerance: float = 0.05
@@ -203,6 +206,7 @@ class Settings:
             rate_limit=env.get("TRIAGE_RATE_LIMIT") or "1200 per minute",
             anonymous_rate_limit=env.get("TRIAGE_ANONYMOUS_RATE_LIMIT") or "120 per minute",
             max_body_bytes=_int(env, "TRIAGE_MAX_BODY_BYTES", 1024 * 1024),
+            proxy_hops=_int_at_least(env, "TRIAGE_PROXY_HOPS", 0, 0),
             dose_tolerance=_float(env, "TRIAGE_DOSE_TOLERANCE", 0.05),
             duplicate_window_minutes=_int(env, "TRIAGE_DUPLICATE_WINDOW_MINUTES", 60),
             webhook_timeout=_float(env, "TRIAGE_WEBHOOK_TIMEOUT", 15.0),

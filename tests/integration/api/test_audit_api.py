@@ -184,3 +184,15 @@ def test_jobs_audit_their_changes_to_patient_data(client: FlaskClient, alice: Ke
     (record,) = [r for r in records(clean) if r.action == "report.generate"]
     assert (record.actor_type, record.actor_id, record.patient_id, record.resource_id) == (
         "system", f"job:{asked['job_id']}", str(patient_id), str(asked["id"]))
+
+
+def test_behind_a_proxy_the_record_has_the_clients_address(clean: Runtime, alice: Key) -> None:
+    from dataclasses import replace
+
+    from app import create_app
+
+    proxied = create_app(runtime=replace(clean, settings=replace(clean.settings, proxy_hops=1))).test_client()
+    direct = create_app(runtime=clean).test_client()
+    for client in (proxied, direct):
+        client.get("/v1/patients", headers={**alice.headers, "X-Forwarded-For": "203.0.113.7"})
+    assert [r.source_ip for r in records(clean)] == ["203.0.113.7", "127.0.0.1"]  # never trusted unless configured
