@@ -47,7 +47,7 @@ def _transform(session: Session, message: Hl7Message) -> str | None:
     warnings = list(result.warnings)
     if result.message_type == "RAS^O17":
         warnings += hl7_administrations.record(session, message, result.resources)
-    if result.message_type in ("VXU^V04", "SIU^S12"):
+    if result.message_type == "VXU^V04" or result.message_type.startswith("SIU^"):
         warnings += hl7_care.record(session, message, result.resources, stored)
     message.status, message.resources = MessageStatus.PROCESSED.value, stored
     message.error = "; ".join(warnings)[:500] or None

@@ -28,7 +28,8 @@ __all__ = ["MAPPERS", "MappingError", "MappingResult", "UnsupportedMessageError"
 MAPPERS: dict[str, Callable[[Context], None]] = {
     "ADT^A01": map_adt, "ADT^A03": map_adt, "ADT^A04": map_adt, "ADT^A08": map_adt, "ADT^A40": map_merge,
     "ORU^R01": map_oru, "VXU^V04": map_vxu, "RDE^O11": map_rde, "RAS^O17": map_ras,
-    "SIU^S12": map_siu, "ORM^O01": map_orm, "MDM^T02": map_mdm,
+    "SIU^S12": map_siu, "SIU^S13": map_siu, "SIU^S14": map_siu, "SIU^S15": map_siu, "SIU^S26": map_siu,
+    "ORM^O01": map_orm, "MDM^T02": map_mdm,
 }
 
 

@@ -1,4 +1,9 @@
-"""SIU^S12: SCH (+ TQ1, AIS, AIG, AIL, AIP) to an Appointment."""
+"""SIU^S12–S15, S26: SCH (+ TQ1, AIS, AIG, AIL, AIP) to an Appointment.
+
+The Appointment's id comes from the placer/filler appointment numbers (SCH-1/2), so a
+reschedule (S13), modification (S14), cancellation (S15) or no-show (S26) updates the Appointment
+a booking (S12) made. A cancellation or no-show sets that status whatever SCH-25 says.
+"""
 
 from __future__ import annotations
 
@@ -22,22 +27,25 @@ from app.fhir.patient import map_subject
 from app.fhir.results import NOTES, note
 from app.fhir.timestamps import minutes_between, plus_minutes
 
+#: The status an event implies (other events: SCH-25, else booked).
+_EVENT_STATUS = {"S15": "cancelled", "S26": "noshow"}
 #: Resource segments: (name, resource field, filler-status field, Reference.type).
 _RESOURCES = (("AIG", 3, 14, None), ("AIL", 3, 12, "Location"), ("AIP", 3, 12, "Practitioner"))
 
 
 def map_siu(ctx: Context) -> None:
-    """SIU^S12: one booked Appointment with the Patient, AIP practitioners, AIL locations, AIG resources."""
+    """SIU: one Appointment with the Patient, AIP practitioners, AIL locations, AIG resources."""
     at, sch = next(((i, s) for i, s in enumerate(ctx.message.segments) if s.name == "SCH"), (0, None))
     if sch is None:
-        raise MappingError("SIU^S12 has no SCH segment")
+        raise MappingError(f"{ctx.message_type} has no SCH segment")
     subject = map_subject(ctx, required=False)
     numbers = (entity_identifier(sch.rep(1), "PLAC"), entity_identifier(sch.rep(2), "FILL"))
     identifiers = [i for i in numbers if i]
     key = identifier_key(identifiers[0]) if identifiers else f"message|{ctx.control_id}"
     appointment: Json = {"resourceType": "Appointment", "id": ctx.new_id("Appointment", ctx.sender, key)}
     put(appointment, "identifier", identifiers)
-    appointment["status"] = codes.APPOINTMENT_STATUS.get((sch.text(25) or "").upper(), "booked")
+    appointment["status"] = _EVENT_STATUS.get(ctx.event) or codes.APPOINTMENT_STATUS.get(
+        (sch.text(25) or "").upper(), "booked")
     services = [s for s in ctx.message.segments if s.name == "AIS"]
     put_all(appointment, "serviceType", [codeable(ctx, s.rep(3), "AIS-3") for s in services])
     put(appointment, "appointmentType", codeable(ctx, sch.rep(8), "SCH-8"))
@@ -52,7 +60,7 @@ def map_siu(ctx: Context) -> None:
         for segment in (s for s in ctx.message.segments if s.name == name):
             participants += _participant(ctx, segment, field, status_at, kind)
     if not participants:
-        raise MappingError("SIU^S12 names no patient or resource (PID/AIG/AIL/AIP)")
+        raise MappingError(f"{ctx.message_type} names no patient or resource (PID/AIG/AIL/AIP)")
     appointment["participant"] = participants
     ctx.add(appointment)
 

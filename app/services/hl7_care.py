@@ -1,4 +1,4 @@
-"""VXU^V04 and SIU^S12 → immunization and appointment rows, so reminders and reports see HL7 data.
+"""VXU^V04 and SIU (S12–S15, S26) → immunization and appointment rows, so reminders and reports see HL7 data.
 
 The clinical patient is the one whose MRN is a PID-3 value of the message's Patient. An
 immunization needs that patient; an appointment is kept without one. Each row remembers the

@@ -9,7 +9,7 @@ from datetime import date
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app.models import Event, Hl7Message, Immunization
+from app.models import Appointment, Event, Hl7Message, Immunization
 from app.runtime import Runtime
 from app.services import immunizations
 from jobs.hl7_inbound import transform_message
@@ -133,3 +133,17 @@ def test_vxu_for_an_unknown_patient_is_a_warning_not_a_failure(client: FlaskClie
         assert session.scalars(select(Immunization)).all() == []
     assert message is not None and message.status == "processed"
     assert message.error is not None and "not recorded as an immunization" in message.error
+
+
+def test_an_siu_cancellation_cancels_the_booked_appointment(client: FlaskClient, alice: Key, clean: Runtime) -> None:
+    booking = sample("siu_s12_01.hl7").replace(b"\n", b"\r")
+    cancel = booking.replace(b"SIU^S12", b"SIU^S15", 1)
+    control = booking.split(b"|")[9]
+    cancel = cancel.replace(b"|" + control + b"|", b"|" + control + b"-X|", 1)  # its own MSH-10
+    for body in (booking, cancel):
+        answer = client.post("/v1/hl7/messages", data=body, headers={**alice.headers, **ER7})
+        assert answer.status_code == 202, answer.json
+        transform_message(answer.json["message_id"])
+    with clean.sessions() as session:
+        (appointment,) = session.scalars(select(Appointment)).all()
+    assert appointment.status == "cancelled" and appointment.source == "hl7"
