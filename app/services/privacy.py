@@ -23,6 +23,8 @@ from sqlalchemy import Text, cast, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
+from app.fhir import er7
+from app.fhir.errors import MappingError
 from app.models import (
     Administration,
     AdministrationRevision,
@@ -35,6 +37,7 @@ from app.models import (
     Immunization,
     ImmunizationExemption,
     Job,
+    OutboundMessage,
     Patient,
     Prescription,
     PrivacyRequest,
@@ -159,6 +162,12 @@ def erase(session: Session, row: PrivacyRequest, patient: Patient) -> dict[str, 
     marker = f"[erased: privacy request {row.id} (GDPR Art. 17)]"
     removed = [_removed("hl7_messages.raw", _redact_messages(session, patient.organisation_id, fhir_ids, marker),
                         "raw HL7 copy replaced by a redaction marker; the row, ids and ACK stay for the message ledger")]
+    removed.append(_removed("hl7_messages.raw (unprocessed)", _redact_unlinked(session, patient, marker),
+                            "raw copy of failed, rejected or unprocessed messages whose PID-3 names the patient's "
+                            "MRN replaced by the redaction marker"))
+    removed.append(_removed("hl7_outbound.message", _redact_outbound(session, patient, marker),
+                            "outbound message whose PID-3 names the patient's MRN replaced by the redaction marker; "
+                            "the row and its delivery status stay"))
     removed.append(_removed("fhir_resources.Patient", _pseudonymise(session, fhir_patients, row.id),
                             "pseudonymised: name, telecom, address, contacts and non-MR identifiers removed; MR "
                             "identifier kept so the retained clinical records stay attributable"))
@@ -227,6 +236,41 @@ def _redact_messages(session: Session, organisation_id: int, fhir_ids: list[str]
                                                       or_(listed, Hl7Message.id.in_(produced)))
                              .values(raw=marker.encode()))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _names_mrn(text: str, mrn: str) -> bool:
+    """Whether an ER7 message's PID-3 lists this MRN (any repetition, first component)."""
+    try:
+        pid = er7.parse(text).first("PID")
+    except MappingError:  # not even an MSH: nothing names the patient
+        return False
+    return pid is not None and any(rep.text(1) == mrn for rep in pid.reps(3))
+
+
+def _redact_unlinked(session: Session, patient: Patient, marker: str) -> int:
+    """Messages that produced no resources (failed, rejected, unsupported, waiting) but name the MRN."""
+    if not patient.mrn:
+        return 0
+    candidates = session.scalars(select(Hl7Message).where(
+        Hl7Message.organisation_id == patient.organisation_id, Hl7Message.status != "processed",
+        func.strpos(func.encode(Hl7Message.raw, "escape"), patient.mrn) > 0))
+    count = 0
+    for message in candidates:
+        if _names_mrn(bytes(message.raw).decode("utf-8", "replace"), patient.mrn):
+            message.raw, count = marker.encode(), count + 1
+    return count
+
+
+def _redact_outbound(session: Session, patient: Patient, marker: str) -> int:
+    """Outbound messages (sent or waiting) whose PID-3 names the MRN."""
+    if not patient.mrn:
+        return 0
+    count = 0
+    for message in session.scalars(select(OutboundMessage).where(
+            OutboundMessage.organisation_id == patient.organisation_id, OutboundMessage.message.contains(patient.mrn))):
+        if _names_mrn(message.message, patient.mrn):
+            message.message, count = marker, count + 1
+    return count
 
 
 def _pseudonymise(session: Session, fhir_patients: list[FhirResource], privacy_request_id: int) -> int:

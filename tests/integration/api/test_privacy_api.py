@@ -26,6 +26,7 @@ from app.models import (
     ImmunizationExemption,
     ImmunizationRequirement,
     Job,
+    OutboundMessage,
     Patient,
     Prescription,
     PrivacyRequest,
@@ -186,7 +187,8 @@ def test_erasure_keeps_clinical_and_audit_records_and_removes_the_rest(client: F
     assert kept["fhir_resources.clinical"]["count"] >= 3
     assert kept["audit_events"]["reason"] == "audit record under legal retention (HIPAA 45 CFR 164.316)"
     assert kept["audit_events"]["count"] >= audit_before > 0
-    assert removed == {"hl7_messages.raw": 2, "fhir_resources.Patient": 1,
+    assert removed == {"hl7_messages.raw": 2, "hl7_messages.raw (unprocessed)": 0, "hl7_outbound.message": 0,
+                       "fhir_resources.Patient": 1,
                        "fhir_resources.Appointment/Coverage/RelatedPerson": 1, "appointments": 2,
                        "events.reminder": 1, "reports.pdf": 1, "privacy_requests.bundle": 1}
     with clean.sessions() as session:
@@ -265,3 +267,35 @@ def test_the_last_failed_attempt_marks_the_request_failed(client: FlaskClient, a
     failed = client.get(asked["links"]["self"], headers=alice.headers).json
     assert failed["status"] == "failed" and failed["error"] == "fulfilment failed: RuntimeError"
     assert bundle_of(client, alice, asked["id"]).status_code == 409
+
+
+def test_erasure_redacts_unprocessed_and_outbound_hl7_naming_the_mrn(client: FlaskClient, alice: Key,
+                                                                     clean: Runtime) -> None:
+    with clean.sessions.begin() as session:
+        clinic = seed_clinic(session, alice.organisation_id)
+        session.execute(update(Patient).where(Patient.id == clinic.patient_id).values(mrn=MRN))
+    adt = ("MSH|^~\\&|APP|FAC|TRIAGE|HOSP|20261201120000||ADT^A01|{control}|X|2.5\r"  # processing id X: AR
+           "PID|1||{mrn}^^^NIST-MPI-1^MR||Wong^Elise||19830615|F")
+    ids = {}
+    for name, mrn in (("ours", MRN), ("other", "55555"), ("prefix", MRN + "9")):
+        answer = client.post("/v1/hl7/messages", data=adt.format(control=name, mrn=mrn).encode(),
+                             headers={**alice.headers, **ER7})
+        assert answer.status_code == 422  # rejected, kept for review
+        ids[name] = answer.json["message_id"]
+    with clean.sessions.begin() as session:
+        outbound = OutboundMessage(organisation_id=alice.organisation_id, destination="lab", message_type="ADT^A08",
+                                   control_id="OUT-1", message=adt.format(control="OUT-1", mrn=MRN))
+        session.add(outbound)
+        session.flush()
+        outbound_id = outbound.id
+    asked = ask(client, alice, "erasure", clinic.patient_id)
+    fulfil(asked.json["id"])
+    removed = {r["records"]: r["count"] for r in client.get(f"/v1/privacy/requests/{asked.json['id']}",
+                                                            headers=alice.headers).json["outcome"]["removed"]}
+    assert removed["hl7_messages.raw (unprocessed)"] == 1 and removed["hl7_outbound.message"] == 1
+    marker = f"[erased: privacy request {asked.json['id']} (GDPR Art. 17)]"
+    with clean.sessions() as session:
+        raws = {name: bytes(session.get_one(Hl7Message, i).raw) for name, i in ids.items()}
+        assert session.get_one(OutboundMessage, outbound_id).message == marker
+    assert raws["ours"] == marker.encode()
+    assert MRN.encode() not in raws["ours"] and b"55555" in raws["other"] and MRN.encode() + b"9" in raws["prefix"]
