@@ -13,7 +13,8 @@ Runs, in order: throughput.py (durable vs raw RQ), drain.py (SIGTERM and SIGKILL
 memory.py (RSS over many jobs), api_latency.py (a job-creating POST at 200 req/s),
 administrations.py (decisions per second; latency under a low-priority flood), webhooks.py
 (deliveries per second to a local receiver), hl7.py (HL7 v2 over MLLP to stored FHIR, messages
-per second and ACK latency) and reports.py (seconds and memory to render a 5,000-row MAR).
+per second and ACK latency), reports.py (seconds and memory to render a 5,000-row MAR) and audit.py
+(a PHI read's latency with and without its audit record; audit rows written per second).
 profile_worker.py (A/B of worker tunings) is run by hand. Each benchmark runs as its own process with the same targets;
 it empties the ledger and the Redis db first, waiting until no other client uses them.
 """
@@ -47,6 +48,8 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("webhooks", ["bench/webhooks.py", "--events", "500" if quick else "2000"]),
         ("HL7 v2 intake", ["bench/hl7.py", "--messages", "1000" if quick else "5000"]),
         ("PDF reports", ["bench/reports.py", "--rows", "1000" if quick else "5000"]),
+        ("the cost of auditing", ["bench/audit.py", "--requests", "200" if quick else "500",
+                                  "--seconds", "2" if quick else "5"]),
     ]
 
 
