@@ -10,8 +10,12 @@ class Base(DeclarativeBase):
     """Declarative base of every Triage table."""
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
-    """An engine that works behind a transaction-mode pooler (no session state kept)."""
+def make_engine(database_url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:
+    """An engine that works behind a transaction-mode pooler (no session state kept).
+
+    `autocommit`: connections created in AUTOCOMMIT, for single-statement reads (no BEGIN and
+    ROLLBACK round trips, and no switching of the isolation level at every checkout and return).
+    """
     return create_engine(
         database_url,
         pool_size=pool_size,
@@ -19,6 +23,7 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=True,  # bound values may hold PHI: keep them out of errors and logs
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
 

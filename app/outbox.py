@@ -56,13 +56,21 @@ def _inside(owner: SessionTransaction | None, ended: SessionTransaction) -> bool
     return False
 
 
-def push(redis: Redis, jobs: Iterable[Outgoing], *, failure_ttl: int, at_front: bool = False) -> None:
-    """Put ledger jobs on their RQ queues in one pipeline per queue; job id = ledger id."""
+def push(redis: Redis, jobs: Iterable[Outgoing], *, failure_ttl: int, at_front: bool = False,
+         queues: dict[str, Queue] | None = None) -> None:
+    """Put ledger jobs on their RQ queues in one pipeline per queue; job id = ledger id.
+
+    `queues`: RQ queues on this client built by earlier calls, kept by the caller (building one
+    checks its serializer against a runtime Protocol, which costs more than the rest of a push).
+    """
     by_queue: dict[str, list[Outgoing]] = defaultdict(list)
     for job in jobs:
         by_queue[job.queue].append(job)
+    built = {} if queues is None else queues
     for name, batch in by_queue.items():
-        queue = Queue(name, connection=redis, serializer=JSONSerializer)
+        queue = built.get(name)
+        if queue is None:
+            queue = built[name] = Queue(name, connection=redis, serializer=JSONSerializer)
         data = [
             Queue.prepare_data(
                 spec_for(job.kind).func,
@@ -95,6 +103,7 @@ def _mark_pending(engine: Engine, ids: list[int]) -> None:
 
 def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, failure_ttl: int) -> None:  # type: ignore[type-arg]
     """Make sessions from this factory enqueue their staged jobs after commit."""
+    queues: dict[str, Queue] = {}
 
     @event.listens_for(sessions, "after_commit")
     def _after_commit(session: Session) -> None:
@@ -107,7 +116,7 @@ def install_outbox(sessions: sessionmaker, redis: Redis, engine: Engine, *, fail
             if not job.from_dead:  # a requeued dead letter is not a new submission
                 record_submitted(job.queue, job.kind)
         try:
-            push(redis, staged, failure_ttl=failure_ttl)
+            push(redis, staged, failure_ttl=failure_ttl, queues=queues)
         except RedisError:
             # The work is committed: the reconciler will enqueue it once Redis is back.
             ids = [job.job_id for job in staged]

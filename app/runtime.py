@@ -23,7 +23,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker  # type: ignore[type-arg]
     redis: Redis
-    reads: sessionmaker  # type: ignore[type-arg]  # autocommit: one round trip per read, no BEGIN
+    reads: Engine  # its own AUTOCOMMIT pool: one round trip per read (no BEGIN), e.g. authentication
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 5) -> Runtime:
@@ -33,7 +33,7 @@ class Runtime:
         redis = connect(settings.redis_url)
         sessions = make_sessionmaker(engine)
         install_outbox(sessions, redis, engine, failure_ttl=settings.failure_ttl)
-        reads = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        reads = make_engine(settings.database_url, pool_size=pool_size, autocommit=True)
         return cls(settings=settings, engine=engine, sessions=sessions, redis=redis, reads=reads)
 
     def use(self) -> Runtime:
@@ -45,6 +45,7 @@ class Runtime:
     def close(self) -> None:
         """Release connections (before exit or fork)."""
         self.engine.dispose()
+        self.reads.dispose()
         self.redis.close()
 
 

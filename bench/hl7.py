@@ -1,9 +1,9 @@
 """HL7 v2 intake end to end: MLLP in → ACK → FHIR stored, with one listener and 2 transform workers.
 
-    .venv/bin/python bench/hl7.py [--messages 5000] [--senders 8] [--patients 500]
+    .venv/bin/python bench/hl7.py [--messages 5000] [--senders 8] [--patients 500] [--workers 2]
 
-Starts one `triage mllp` listener on a free port of 127.0.0.1 and two `triage worker --child
-hl7.inbound` processes, waits until they are up, then `--senders` threads each open their own
+Starts one `triage mllp` listener on a free port of 127.0.0.1 and `--workers` (2) `triage worker
+--child hl7.inbound` processes, waits until they are up, then `--senders` threads each open their own
 connection and send their share of `--messages` one after another, waiting for each ACK. The
 messages cycle through the fixture samples that a receiver answers AA (tests/fixtures/hl7/
 expected.tsv), each with a unique MSH-10 and every PID-2/3/4 identifier suffixed with one of
@@ -172,18 +172,18 @@ def cpu_use(rt: Any, listener: subprocess.Popen[bytes], workers: list[subprocess
             "postgres": cpu_seconds(backends(rt)), "this client": cpu_seconds([os.getpid()])}
 
 
-def run(rt: Any, target: Target, n: int, senders: int, patients: int) -> None:
-    """Send n messages over MLLP with `senders` connections, transform them with 2 workers, print figures."""
+def run(rt: Any, target: Target, n: int, senders: int, patients: int, worker_count: int = 2) -> None:
+    """Send n messages over MLLP with `senders` connections, transform them with the workers, print figures."""
     from rq import Worker
 
     messages = make_messages(n, patients)
     port = free_port()
     env = {**ENV, "TRIAGE_MLLP_HOST": "127.0.0.1", "TRIAGE_MLLP_PORT": str(port)}
     listener = subprocess.Popen([sys.executable, "-m", "app.cli", "mllp"], cwd=ROOT, env=target.env(**env))
-    workers = [triage_worker(target, ["hl7.inbound"], extra_env=env) for _ in range(2)]
+    workers = [triage_worker(target, ["hl7.inbound"], extra_env=env) for _ in range(worker_count)]
     try:
         wait_until(lambda: listening(port), timeout=60, interval=0.1)
-        wait_until(lambda: Worker.count(connection=rt.redis) >= 2, timeout=60, interval=0.1)
+        wait_until(lambda: Worker.count(connection=rt.redis) >= worker_count, timeout=60, interval=0.1)
         shares = [messages[i::senders] for i in range(senders)]
         results = [Sender() for _ in range(senders)]
         barrier = threading.Barrier(senders + 1, timeout=60)
@@ -216,7 +216,7 @@ def run(rt: Any, target: Target, n: int, senders: int, patients: int) -> None:
             " (SELECT count(*) FROM fhir_resources WHERE resource_type = 'Patient')")).one()
     rate = n / wall
     print(f"{n} messages ({len(load_samples())} AA samples, {patients} patient numbers) by {senders} senders, "
-          f"1 listener, 2 hl7.inbound workers; {load_note()}")
+          f"1 listener, {worker_count} hl7.inbound workers; {load_note()}")
     print(f"end to end (first send → all processed): {wall:.2f} s = {rate:.0f} messages/s "
           f"(ledger: first received_at → last processed_at {float(span):.2f} s = {n / float(span):.0f}/s)")
     print(f"ACKs: {len(latencies)} in {ack_wall:.2f} s = {len(latencies) / ack_wall:.0f}/s; latency ms p50 "
@@ -243,13 +243,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--patients", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2, help="hl7.inbound worker processes")
     args = parser.parse_args()
     target = target_from(args)
     rt = runtime(target, **ENV)
     reset(rt, target)
     with rt.engine.begin() as conn:
         conn.execute(text("TRUNCATE hl7_messages, fhir_resources, events RESTART IDENTITY CASCADE"))
-    run(rt, target, args.messages, args.senders, args.patients)
+    run(rt, target, args.messages, args.senders, args.patients, args.workers)
 
 
 if __name__ == "__main__":

@@ -9,58 +9,103 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, fields
+from typing import cast
 
-from sqlalchemy import func
+from sqlalchemy import BigInteger, Table, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from app import fhir
-from app.models import Hl7Message, MessageStatus
+from app.models import Hl7Message, Job, MessageStatus
 from app.runtime import Runtime, current
 from app.services import events, fhir_store, hl7_administrations, hl7_care, hl7_envelope
 from app.services.hl7_intake import TRANSFORM_KIND
 from jobs import auditing
-from jobs.attempts import attempt_number
+from jobs.attempts import attempt_of, running_job_id
 from jobs.errors import PermanentError
 from jobs.spec import job_kind
 from workers import hl7_metrics
 
 log = logging.getLogger(__name__)
 _WAITING = (MessageStatus.ACCEPTED.value, MessageStatus.FAILED.value)
+_MESSAGES = cast(Table, Hl7Message.__table__)
 
 
-def _fail(session: Session, message: Hl7Message, reason: str) -> None:
-    message.status, message.error, message.processed_at = MessageStatus.FAILED.value, reason[:500], func.now()
+@dataclass(frozen=True)
+class _Message:
+    """The columns of a stored message that its transform reads (the row stays locked)."""
+
+    id: int
+    organisation_id: int
+    sender: str
+    message_type: str
+    trigger: str
+    raw: bytes | memoryview  # psycopg2 reads bytea as a memoryview
+    status: str
+    resources: list[str]
+    job_id: int | None
+
+
+# Core statements, built once: the transform reads and writes one row, which needs no ORM object.
+_COLUMNS = [_MESSAGES.c[f.name] for f in fields(_Message)]
+#: The message, locked, and the ledger counters of the job running it: the job in hand
+#: (`running`) in a worker, else the message's own job.
+_LOAD = {in_worker: select(*_COLUMNS, Job.attempts, Job.max_attempts)
+         .outerjoin(Job, Job.id == (bindparam("running", type_=BigInteger) if in_worker else _MESSAGES.c.job_id))
+         .where(_MESSAGES.c.id == bindparam("message")).with_for_update(of=_MESSAGES)
+         for in_worker in (True, False)}
+_PROCESSED = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message"))
+              .values(status=MessageStatus.PROCESSED.value, resources=bindparam("stored", type_=JSONB),
+                      error=bindparam("warnings"), processed_at=func.now()))
+_FAILED = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message"))
+           .values(status=MessageStatus.FAILED.value, error=bindparam("reason"), processed_at=func.now()))
+
+
+def _load(session: Session, message_id: int) -> tuple[_Message | None, bool]:
+    """The message (locked) and whether this is the last attempt of the ledger job running it: one statement."""
+    running = running_job_id(None)
+    params = {"message": message_id} if running is None else {"message": message_id, "running": running}
+    row = session.execute(_LOAD[running is not None], params).one_or_none()
+    if row is None:
+        return None, False
+    values = row._mapping
+    message = _Message(**{f.name: values[f.name] for f in fields(_Message)})
+    # The counters are None when the job is gone (outer join).
+    return message, attempt_of(values["attempts"], values["max_attempts"], 0)[1]
+
+
+def _fail(session: Session, message: _Message, reason: str) -> None:
+    session.execute(_FAILED, {"message": message.id, "reason": reason[:500]})
     events.emit(session, organisation_id=message.organisation_id, type="hl7.message.failed", subject=str(message.id),
                 payload={"message_id": message.id, "message_type": f"{message.message_type}^{message.trigger}"})
 
 
-def _transform(session: Session, message: Hl7Message) -> str | None:
-    """Map and store; the failure reason when the message cannot be mapped."""
+def _transform(session: Session, message: _Message) -> tuple[str | None, list[str]]:
+    """Map and store: the failure reason when the message cannot be mapped, and its stored resources."""
     text = hl7_envelope.normalise(hl7_envelope.decode(bytes(message.raw))[0])
     try:
         result = fhir.transform(text)
     except (fhir.MappingError, fhir.UnsupportedMessageError) as exc:
         hl7_metrics.PARSE_ERRORS.labels(type(exc).__name__).inc()
         _fail(session, message, f"{type(exc).__name__}: {exc}")
-        return str(exc)
+        return str(exc), message.resources
     stored = fhir_store.save(session, message.organisation_id, result.resources, result.patient_id, message.id)
     warnings = list(result.warnings)
     if result.message_type == "RAS^O17":
         warnings += hl7_administrations.record(session, message, result.resources)
     if result.message_type == "VXU^V04" or result.message_type.startswith("SIU^"):
         warnings += hl7_care.record(session, message, result.resources, stored)
-    message.status, message.resources = MessageStatus.PROCESSED.value, stored
-    message.error = "; ".join(warnings)[:500] or None
-    message.processed_at = func.now()
+    session.execute(_PROCESSED, {"message": message.id, "stored": stored, "warnings": "; ".join(warnings)[:500] or None})
     events.emit(session, organisation_id=message.organisation_id, type="hl7.message.processed",
                 subject=str(message.id), payload={"message_id": message.id, "message_type": result.message_type,
                                                    "resource_count": len(stored)})
-    return None
+    return None, stored
 
 
 def _give_up(runtime: Runtime, message_id: int, exc: Exception) -> None:
     with runtime.sessions.begin() as session:
-        message = session.get(Hl7Message, message_id, with_for_update=True)
+        message, _ = _load(session, message_id)
         if message is not None and message.status in _WAITING:
             _fail(session, message, f"transform failed: {type(exc).__name__}")
 
@@ -72,13 +117,12 @@ def transform_message(message_id: int) -> None:
     started, last = time.perf_counter(), False
     try:
         with runtime.sessions.begin() as session:
-            message = session.get(Hl7Message, message_id, with_for_update=True)
+            message, last = _load(session, message_id)
             if message is None or message.status not in _WAITING:
                 return
             kind = f"{message.message_type}^{message.trigger}"
-            _, last = attempt_number(session, message.job_id, 0)
-            failure = _transform(session, message)
-            patient = next((r.removeprefix("Patient/") for r in message.resources or () if r.startswith("Patient/")), None)
+            failure, resources = _transform(session, message)
+            patient = next((r.removeprefix("Patient/") for r in resources or () if r.startswith("Patient/")), None)
             auditing.record(session, "hl7_message.transform", organisation_id=message.organisation_id,
                             resource_type="Hl7Message", resource_id=message.id, patient_id=patient, job_id=message.job_id,
                             outcome="success" if failure is None else "error")

@@ -28,8 +28,8 @@ def _load_caller() -> None:
     key = bearer_key()
     if key:
         runtime: Runtime = current_app.extensions["triage"]
-        with runtime.reads() as session:
-            g.caller = authenticate(session, key)
+        with runtime.reads.connect() as conn:
+            g.caller = authenticate(conn, key)
 
 
 def register_auth(app: Flask) -> None:

@@ -15,7 +15,8 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, json, make_response, request
-from sqlalchemy import func, select
+from sqlalchemy import Row, Table, Text, bindparam, cast, func, insert, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from app.api import auditing
@@ -27,6 +28,17 @@ from app.runtime import Runtime
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
 _REPLAYED_HEADERS = ("Location", "Content-Type")
+
+# Built once (each request runs them): Core statements keep their cache keys and compiled forms.
+_TABLE: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
+_RECORDS = _TABLE.c
+_LOCK = select(func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("name", type_=Text), 0)))
+_FIND = select(_RECORDS.request_hash, _RECORDS.response_status, _RECORDS.response_body,
+               _RECORDS.response_headers).where(_RECORDS.api_client_id == bindparam("client"),
+                                                _RECORDS.key == bindparam("key"))
+# The response body goes in as the JSON text the view produced, cast by PostgreSQL: not parsed
+# back into Python and serialised again.
+_STORE = insert(_TABLE).values(response_body=cast(bindparam("body", type_=Text), JSONB))
 
 
 def db() -> Session:
@@ -41,7 +53,7 @@ def _request_hash() -> str:
     return digest.hexdigest()
 
 
-def _replay(record: IdempotencyRecord) -> Response:
+def _replay(record: Row[Any]) -> Response:
     response = Response(json.dumps(record.response_body), status=record.response_status)
     response.headers.update(record.response_headers)
     response.headers["Idempotent-Replayed"] = "true"
@@ -95,13 +107,10 @@ def idempotent(required: bool = False) -> Callable[[F], F]:
 
 def _once(session: Session, key: str, view: Callable[..., Any], args: Any, kwargs: Any) -> Response:
     client_id = current_caller().client_id
-    lock = func.pg_try_advisory_xact_lock(func.hashtextextended(f"idempotency:{client_id}:{key}", 0))
-    if not session.scalar(select(lock)):
+    if not session.execute(_LOCK, {"name": f"idempotency:{client_id}:{key}"}).scalar():
         raise Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
                       "idempotency-in-flight", headers={"Retry-After": "1"})
-    record = session.scalars(
-        select(IdempotencyRecord).where(IdempotencyRecord.api_client_id == client_id, IdempotencyRecord.key == key)
-    ).one_or_none()
+    record = session.execute(_FIND, {"client": client_id, "key": key}).one_or_none()
     request_hash = _request_hash()
     if record is not None:
         if record.request_hash != request_hash:
@@ -110,14 +119,9 @@ def _once(session: Session, key: str, view: Callable[..., Any], args: Any, kwarg
         return _replay(record)
     response = make_response(view(*args, **kwargs))
     if response.status_code < 500 and response.is_json:
-        session.add(
-            IdempotencyRecord(
-                api_client_id=client_id,
-                key=key,
-                request_hash=request_hash,
-                response_status=response.status_code,
-                response_body=response.get_json(),
-                response_headers={h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
-            )
-        )
+        session.execute(_STORE, {
+            "api_client_id": client_id, "key": key, "request_hash": request_hash,
+            "response_status": response.status_code, "body": response.get_data(as_text=True),
+            "response_headers": {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
+        })
     return response

@@ -152,11 +152,11 @@ def submit_probe() -> tuple[Response, int, dict[str, str]]:
     """Accept a probe job durably (202 after commit); poll its Location for the outcome."""
     probe = body(ProbeIn) if request.content_length else ProbeIn()
     caller = current_caller()
-    job = job_service.submit(
+    job = job_service.accept(
         db(), ping, organisation_id=caller.organisation_id, request_id=g.get("request_id"), queue=probe.queue
     )
-    location = url_for("jobs.get_job", job_id=job.id)
-    return jsonify(JobOut.of(job_service.view_of(job)).model_dump(mode="json")), 202, {"Location": location}
+    out = JobOut.of(job)
+    return jsonify(out.model_dump(mode="json")), 202, {"Location": out.links["self"]}
 
 
 def _found(load: Callable[[], job_service.JobView]) -> job_service.JobView:

@@ -76,8 +76,9 @@ class FhirResource(Base):
     __table_args__ = (
         PrimaryKeyConstraint("organisation_id", "resource_type", "id"),
         Index("ix_fhir_resources_patient", "organisation_id", "resource_type", "patient_id"),
+        # No pending list (migration 0016): every transform searches this index to match its Patient.
         Index("ix_fhir_resources_identifier", text("(resource -> 'identifier') jsonb_path_ops"),
-              postgresql_using="gin"),
+              postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
     )
 
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="RESTRICT"))

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiClient
@@ -71,12 +71,22 @@ def create_client(session: Session, *, organisation_id: int, name: str, scopes: 
     return client, f"{_PREFIX}_{prefix}_{secret}"
 
 
-def authenticate(session: Session, key: str) -> Caller | None:
-    """The caller a key belongs to, or None (malformed, unknown, revoked or wrong secret)."""
+_CLIENTS = ApiClient.__table__.c
+#: Every request runs this; built once, a Core statement keeps its cache key and compiled form.
+_BY_PREFIX = select(
+    _CLIENTS.id, _CLIENTS.organisation_id, _CLIENTS.name, _CLIENTS.key_hash, _CLIENTS.scopes, _CLIENTS.revoked
+).where(_CLIENTS.key_prefix == bindparam("prefix"))
+
+
+def authenticate(session: Session | Connection, key: str) -> Caller | None:
+    """The caller a key belongs to, or None (malformed, unknown, revoked or wrong secret).
+
+    Read from the database on every call, never cached: a revoked key fails on its next request.
+    """
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != _PREFIX:
         return None
-    client = session.scalars(select(ApiClient).where(ApiClient.key_prefix == parts[1])).one_or_none()
+    client = session.execute(_BY_PREFIX, {"prefix": parts[1]}).one_or_none()
     if client is None or client.revoked or not hmac.compare_digest(client.key_hash, _digest(parts[2])):
         return None
     return Caller(client.id, client.organisation_id, client.name, frozenset(client.scopes))

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func
+from sqlalchemy import Table, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.models import Event
 from app.services import webhook_deliveries
+
+_EVENTS = cast(Table, Event.__table__)
+#: emit's INSERTs (dispatched now, or not), built once: executed with the values, compiled once.
+_INSERT = {deliver: insert(_EVENTS).values(dispatched_at=func.now() if deliver else None)
+           .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_EVENTS.c.id)
+           for deliver in (True, False)}
 
 
 def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any],
@@ -22,11 +28,8 @@ def emit(session: Session, *, organisation_id: int, type: str, subject: str, pay
     subscribers read details through the API.
     """
     event_id: int | None = session.execute(
-        insert(Event)
-        .values(organisation_id=organisation_id, type=type, dedupe_key=f"{type}:{subject}",
-                payload={"type": type, **payload}, dispatched_at=func.now() if deliver else None)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(Event.id)
+        _INSERT[deliver], {"organisation_id": organisation_id, "type": type, "dedupe_key": f"{type}:{subject}",
+                           "payload": {"type": type, **payload}}
     ).scalar_one_or_none()
     if event_id is not None and deliver:
         webhook_deliveries.fan_out(session, event_id, organisation_id, type)

@@ -14,13 +14,28 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Hl7Message, Medication, Patient, Prescription
+from app.models import Medication, Patient, Prescription
 from app.services import administrations, clinical
+
+
+class StoredMessage(Protocol):
+    """What recording from a stored HL7 message reads of it (an `Hl7Message` row, or the
+    transform's own copy of its columns)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def organisation_id(self) -> int: ...
+
+    @property
+    def sender(self) -> str: ...
+
 
 _NAMESPACE = uuid.UUID("0f4e0a55-8c1e-4a53-b6a8-9a7f4c2d1e01")
 
@@ -54,7 +69,7 @@ def _prescription(session: Session, patient: Patient, given: dict[str, Any]) -> 
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _record(message: Hl7Message, given: dict[str, Any], patient: Patient, prescription: Prescription
+def _record(message: StoredMessage, given: dict[str, Any], patient: Patient, prescription: Prescription
             ) -> dict[str, Any] | None:
     dose = (given.get("dosage") or {}).get("dose") or {}
     when = given.get("effectiveDateTime") or (given.get("effectivePeriod") or {}).get("start")
@@ -73,7 +88,7 @@ def _record(message: Hl7Message, given: dict[str, Any], patient: Patient, prescr
     }
 
 
-def record(session: Session, message: Hl7Message, resources: list[dict[str, Any]]) -> list[str]:
+def record(session: Session, message: StoredMessage, resources: list[dict[str, Any]]) -> list[str]:
     """Receive an administration per completed MedicationAdministration; warnings for the rest."""
     patient_resource = next((r for r in resources if r["resourceType"] == "Patient"), None)
     patient = clinical_patient(session, message.organisation_id, patient_resource)

@@ -17,9 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Appointment, FhirResource, Hl7Message, Immunization
+from app.models import Appointment, FhirResource, Immunization
 from app.models.care import APPOINTMENT_STATUSES, IMMUNIZATION_STATUSES
-from app.services.hl7_administrations import clinical_patient
+from app.services.hl7_administrations import StoredMessage, clinical_patient
 
 
 def _coding(concept: dict[str, Any] | None) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def _upsert(session: Session, model: type[Immunization | Appointment], organisat
     return True
 
 
-def _superseded(session: Session, message: Hl7Message, ref: str) -> bool:
+def _superseded(session: Session, message: StoredMessage, ref: str) -> bool:
     """Whether a later message wrote this resource (messages may be processed out of order)."""
     kind, _, resource_id = ref.partition("/")
     writer = session.scalar(select(FhirResource.message_id).where(
@@ -70,7 +70,7 @@ def _superseded(session: Session, message: Hl7Message, ref: str) -> bool:
     return writer is not None and writer != message.id
 
 
-def record(session: Session, message: Hl7Message, resources: list[dict[str, Any]], stored: list[str]) -> list[str]:
+def record(session: Session, message: StoredMessage, resources: list[dict[str, Any]], stored: list[str]) -> list[str]:
     """Record the message's immunizations and appointments; warnings for what could not be."""
     patient = clinical_patient(session, message.organisation_id,
                                next((r for r in resources if r["resourceType"] == "Patient"), None))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Interval, Row, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.fhir.mapping import MAPPERS
@@ -61,27 +62,33 @@ def _clean(value: str, limit: int) -> str:
     return value.replace("\x00", "")[:limit]
 
 
+_MESSAGES = cast(Table, Hl7Message.__table__)
+#: Core statements, built once: the intake path writes a row per message and needs no ORM object.
+_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_SET_JOB = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(job_id=bindparam("job"))
+
+
 def _store(session: Session, organisation_id: int, transport: str, raw: bytes, size: int,
            header: envelope.Header | None, charset: str, status: MessageStatus, ack: str,
-           error: str | None) -> Hl7Message:
+           error: str | None) -> int:
+    """Store the message as received, with what is answered; its id."""
     h = header or envelope.Header(version="", processing_id="")
-    message = Hl7Message(organisation_id=organisation_id, transport=transport,
-                         sender=_clean(h.sender, 400) if header else "", message_type=_clean(h.message_type, 20),
-                         trigger=_clean(h.trigger, 20), version=_clean(h.version, 20),
-                         control_id=_clean(h.control_id, 200), charset=charset, raw=raw, size=size,
-                         status=status.value, ack=ack.replace("\x00", ""), ack_code=envelope.ack_code(ack),
-                         error=_clean(error, 500) if error else None)
-    session.add(message)
-    session.flush()
-    return message
+    row = {"organisation_id": organisation_id, "transport": transport,
+           "sender": _clean(h.sender, 400) if header else "", "message_type": _clean(h.message_type, 20),
+           "trigger": _clean(h.trigger, 20), "version": _clean(h.version, 20),
+           "control_id": _clean(h.control_id, 200), "charset": charset, "raw": raw, "size": size,
+           "status": status.value, "ack": ack.replace("\x00", ""), "ack_code": envelope.ack_code(ack),
+           "error": _clean(error, 500) if error else None}
+    message_id: int = session.execute(_INSERT_MESSAGE, row).scalar_one()
+    return message_id
 
 
 def _reject(session: Session, organisation_id: int, transport: str, raw: bytes, size: int,
             header: envelope.Header | None, error: envelope.EnvelopeError) -> Intake:
     ack = envelope.build_ack(header, "AR", error=error)
-    message = _store(session, organisation_id, transport, raw, size, header, "", MessageStatus.REJECTED, ack,
-                     f"{error.code}: {error.text}")
-    return Intake(ack, "AR", message.id, None, message_type=header.type_code if header else "")
+    message_id = _store(session, organisation_id, transport, raw, size, header, "", MessageStatus.REJECTED, ack,
+                        f"{error.code}: {error.text}")
+    return Intake(ack, "AR", message_id, None, message_type=header.type_code if header else "")
 
 
 def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
@@ -89,17 +96,23 @@ def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
         f"{header.sending_facility}" in allowed
 
 
-def _previous(session: Session, organisation_id: int, header: envelope.Header, window: float) -> Hl7Message | None:
+#: Serialises intake per sender + control id, so a duplicate sent twice at once is stored once.
+_LOCK_CONTROL_ID = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+#: The latest copy of a message within the duplicate window: what was answered (built once).
+_PREVIOUS = (select(Hl7Message.id, Hl7Message.ack, Hl7Message.ack_code, Hl7Message.job_id)
+             .where(Hl7Message.organisation_id == bindparam("organisation_id"), Hl7Message.sender == bindparam("sender"),
+                    Hl7Message.control_id == bindparam("control_id"),
+                    Hl7Message.received_at > func.now() - bindparam("window", type_=Interval))
+             .order_by(Hl7Message.id.desc()).limit(1))
+
+
+def _previous(session: Session, organisation_id: int, header: envelope.Header,
+              window: float) -> Row[int, str, str, int | None] | None:
     """The earlier copy of this message within the window (serialised per sender + control id)."""
     sender, control_id = _clean(header.sender, 400), _clean(header.control_id, 200)
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": f"hl7:{organisation_id}:{sender}:{control_id}"})
-    return session.scalars(
-        select(Hl7Message).where(Hl7Message.organisation_id == organisation_id, Hl7Message.sender == sender,
-                                 Hl7Message.control_id == control_id,
-                                 Hl7Message.received_at > func.now() - timedelta(seconds=window))
-        .order_by(Hl7Message.id.desc()).limit(1)
-    ).first()
+    session.execute(_LOCK_CONTROL_ID, {"key": f"hl7:{organisation_id}:{sender}:{control_id}"})
+    return session.execute(_PREVIOUS, {"organisation_id": organisation_id, "sender": sender, "control_id": control_id,
+                                       "window": timedelta(seconds=window)}).first()
 
 
 def receive(session: Session, raw: bytes, *, organisation_id: int, transport: str, policy: Policy,
@@ -132,15 +145,15 @@ def receive(session: Session, raw: bytes, *, organisation_id: int, transport: st
             error = envelope.EnvelopeError(code, f"Message type {header.type_code} is not accepted.", "MSH^1^9")
             return _reject(session, organisation_id, transport, raw, size, header, error)
         ack = envelope.build_ack(header, "AA")
-        message = _store(session, organisation_id, transport, raw, size, header, opened.charset,
-                         MessageStatus.UNSUPPORTED, ack, None)
-        return Intake(ack, "AA", message.id, None, message_type=header.type_code)
+        message_id = _store(session, organisation_id, transport, raw, size, header, opened.charset,
+                            MessageStatus.UNSUPPORTED, ack, None)
+        return Intake(ack, "AA", message_id, None, message_type=header.type_code)
     ack = envelope.build_ack(header, "AA")
-    message = _store(session, organisation_id, transport, raw, size, header, opened.charset, MessageStatus.ACCEPTED,
-                     ack, None)
-    job = jobs.submit(session, TRANSFORM_KIND, message.id, organisation_id=organisation_id)
-    message.job_id = job.id
-    return Intake(ack, "AA", message.id, job.id, message_type=header.type_code)
+    message_id = _store(session, organisation_id, transport, raw, size, header, opened.charset,
+                        MessageStatus.ACCEPTED, ack, None)
+    job = jobs.submit(session, TRANSFORM_KIND, message_id, organisation_id=organisation_id)
+    session.execute(_SET_JOB, {"message": message_id, "job": job.id})
+    return Intake(ack, "AA", message_id, job.id, message_type=header.type_code)
 
 
 def failed_ack(raw: bytes) -> str:

@@ -7,9 +7,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobStatus
@@ -50,6 +50,26 @@ def _check_json(value: Any, path: str) -> None:
     raise InvalidJobArgumentsError(f"{path}: {type(value).__name__} is not JSON (pass ids, not objects)")
 
 
+def _new_row(
+    func: Callable[..., Any] | str, args: tuple[Any, ...], *, organisation_id: int, idempotency_key: str | None,
+    request_id: str | None, queue: str | None, max_attempts: int | None,
+) -> dict[str, Any]:
+    spec: JobSpec = spec_for(func)
+    _check_json(list(args), "arguments")
+    return {
+        "organisation_id": organisation_id,
+        "kind": spec.kind,
+        "queue": policy_for(queue).name if queue else spec.queue,
+        "arguments": json.loads(json.dumps(list(args))),
+        # Queued at commit: the outbox pushes it to Redis right after, or marks it pending if it cannot.
+        "status": JobStatus.QUEUED.value,
+        "attempts": 0,
+        "max_attempts": max_attempts or spec.max_attempts,
+        "idempotency_key": idempotency_key,
+        "request_id": request_id,
+    }
+
+
 def submit(
     session: Session,
     func: Callable[..., Any] | str,
@@ -64,24 +84,12 @@ def submit(
 
     `max_attempts` overrides the kind's limit for this job (e.g. a webhook endpoint's own schedule).
     """
-    spec: JobSpec = spec_for(func)
-    queue_name = policy_for(queue).name if queue else spec.queue
-    _check_json(list(args), "arguments")
-    job = Job(
-        organisation_id=organisation_id,
-        kind=spec.kind,
-        queue=queue_name,
-        arguments=json.loads(json.dumps(list(args))),
-        # Queued at commit: the outbox pushes it to Redis right after, or marks it pending if it cannot.
-        status=JobStatus.QUEUED.value,
-        attempts=0,
-        max_attempts=max_attempts or spec.max_attempts,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
+    row = _new_row(func, args, organisation_id=organisation_id, idempotency_key=idempotency_key,
+                   request_id=request_id, queue=queue, max_attempts=max_attempts)
+    job = Job(**row)
     session.add(job)
     session.flush()
-    stage(session, Outgoing(job.id, spec.kind, queue_name, job.arguments))
+    stage(session, Outgoing(job.id, job.kind, job.queue, job.arguments))
     return job
 
 
@@ -105,6 +113,34 @@ class JobView:
     result_ref: str | None
 
 
+_JOBS = cast(Table, Job.__table__)
+#: Built once, so its cache key and compiled form are reused by every request.
+_INSERT = insert(_JOBS).returning(_JOBS.c.id, _JOBS.c.created_at, _JOBS.c.updated_at)
+
+
+def accept(
+    session: Session,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    organisation_id: int,
+    request_id: str | None = None,
+    queue: str | None = None,
+) -> JobView:
+    """`submit` for a boundary that answers with the new job's view and needs no ORM object.
+
+    The same ledger row and after-commit enqueue, written with one Core `INSERT … RETURNING`
+    instead of a unit-of-work flush (the API's hot path).
+    """
+    row = _new_row(func, args, organisation_id=organisation_id, idempotency_key=None, request_id=request_id,
+                   queue=queue, max_attempts=None)
+    new = session.execute(_INSERT, row).one()
+    stage(session, Outgoing(new.id, row["kind"], row["queue"], row["arguments"]))
+    return JobView(id=new.id, kind=row["kind"], queue=row["queue"], status=row["status"], attempts=0,
+                   max_attempts=row["max_attempts"], created_at=new.created_at, updated_at=new.updated_at,
+                   started_at=None, finished_at=None, next_attempt_at=None, error_type=None, error_message=None,
+                   result_ref=None)
+
+
 def _get(session: Session, job_id: int, organisation_id: int | None, *, lock: bool = False) -> Job:
     query = select(Job).where(Job.id == job_id)
     if organisation_id is not None:
@@ -115,11 +151,6 @@ def _get(session: Session, job_id: int, organisation_id: int | None, *, lock: bo
     if job is None:
         raise JobNotFoundError(f"job {job_id} not found")
     return job
-
-
-def view_of(job: Job) -> JobView:
-    """The caller's view of a job already loaded (e.g. just submitted)."""
-    return _as_view(job)
 
 
 def view(session: Session, job_id: int, *, organisation_id: int | None) -> JobView:

@@ -33,6 +33,7 @@ from app.models import (
     Prescription,
     SafetyEvent,
 )
+from app.services.fhir_store import IDENTIFIERS
 from app.services.hl7_administrations import clinical_patient
 
 Json = dict[str, Any]
@@ -68,7 +69,7 @@ def fhir_patients(session: Session, patient: Patient) -> list[FhirResource]:
     candidates = session.scalars(
         select(FhirResource).where(FhirResource.organisation_id == patient.organisation_id,
                                    FhirResource.resource_type == "Patient",
-                                   FhirResource.resource["identifier"].contains([{"value": patient.mrn}]))
+                                   IDENTIFIERS.contains([{"value": patient.mrn}]))
         .order_by(FhirResource.id))
     return [row for row in candidates
             if (match := clinical_patient(session, patient.organisation_id, row.resource)) is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
@@ -87,6 +87,11 @@ def create(session: Session, event_id: int, organisation_id: int, endpoint: Webh
     return delivery_id
 
 
+#: An organisation's live endpoints: built once (every event of every job reads them).
+_ENDPOINTS = select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == bindparam("organisation_id"),
+                                           WebhookEndpoint.enabled.is_(True), WebhookEndpoint.deleted_at.is_(None))
+
+
 def fan_out(session: Session, event_id: int, organisation_id: int, event_type: str) -> int:
     """One delivery per enabled endpoint subscribed to the event's type; how many."""
     return fan_out_many(session, organisation_id, [(event_id, event_type)])
@@ -96,10 +101,7 @@ def fan_out_many(session: Session, organisation_id: int, created: list[tuple[int
     """Deliveries for an organisation's new events (id, type), reading its endpoints once; how many.
 
     The events were stored with `dispatched_at` set: fan-out happens in the same transaction."""
-    endpoints = session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == organisation_id,
-                                      WebhookEndpoint.enabled.is_(True), WebhookEndpoint.deleted_at.is_(None))
-    ).all()
+    endpoints = session.scalars(_ENDPOINTS, {"organisation_id": organisation_id}).all()
     made = [create(session, event_id, organisation_id, ep) for event_id, event_type in created
             for ep in endpoints if matches(ep.event_types, event_type)]
     return sum(1 for m in made if m is not None)
