@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import http.client
 import json
 import os
@@ -72,6 +73,7 @@ class Results:
     """What one rate's run measured."""
 
     latencies: list[float] = field(default_factory=list)
+    due: list[float] = field(default_factory=list)  # when each request was due, in latencies' order
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, what: str) -> None:
@@ -153,10 +155,36 @@ async def _sender(conn: Connection, request: Request, due: asyncio.Queue[float |
             if status != 202:
                 results.error(str(status))
         results.latencies.append(time.perf_counter() - at)
+        results.due.append(at)
 
 
-async def run_rate(port: int, token: str, rate: float, seconds: float, connections: int) -> Results:
-    """Send rate × seconds probes, each due at its scheduled time; collect latencies and errors."""
+def _loop_factory() -> Any:
+    """uvloop when installed (the generator then takes about half the CPU), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_rate(port: int, token: str, rate: float, seconds: float, connections: int) -> Results:
+    """Send rate × seconds probes, each due at its scheduled time; collect latencies and errors.
+
+    The generator's garbage collector is off meanwhile: a full collection of this process's heap
+    (the app's modules are imported here too) would stall sending and reading for tens of ms and
+    show up as server latency.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_run(port, token, rate, seconds, connections))
+    finally:
+        gc.enable()
+
+
+async def _run(port: int, token: str, rate: float, seconds: float, connections: int) -> Results:
     request, results = Request(port, token), Results()
     due: asyncio.Queue[float | None] = asyncio.Queue()
     start = time.perf_counter() + 0.2
@@ -220,6 +248,15 @@ class CpuMeter:
                 "generator": {0: time.process_time()}, "busy": busy, "steal": steal, "total": total}
 
 
+def _windows(results: Results, width: float = 5.0) -> str:
+    """p95 of each `width`-second slice of due times: shows whether a backlog built up and when."""
+    start = min(results.due, default=0.0)
+    slices: dict[int, list[float]] = {}
+    for at, latency in zip(results.due, results.latencies, strict=True):
+        slices.setdefault(int((at - start) // width), []).append(latency)
+    return " ".join(f"{percentile_ms(sorted(v), 95):.0f}" for _, v in sorted(slices.items()))
+
+
 def report(rate: float, seconds: float, connections: int, results: Results, before: dict[str, Any],
            after: dict[str, Any]) -> None:
     """Print one rate's figures."""
@@ -242,6 +279,7 @@ def report(rate: float, seconds: float, connections: int, results: Results, befo
     print(f"POST /v1/probes at {rate:.0f}/s for {seconds:.0f}s, {connections} connections: {n} requests, "
           f"{errors} errors{' ' + str(results.errors) if errors else ''}")
     print(f"  latency ms: p50 {pct(50):.1f}  p95 {pct(95):.1f}  p99 {pct(99):.1f}  max {ordered[-1] * 1000:.1f}")
+    print(f"  p95 ms per 5 s: {_windows(results)}")
     print(f"  CPU ms per request: gunicorn {per_request('gunicorn'):.2f}  postgres backends "
           f"{per_request('postgres'):.2f}  redis {per_request('redis'):.2f}  load generator "
           f"{per_request('generator'):.2f};  machine busy {busy:.0%}, of which anything else {others:.0%}; "
@@ -255,6 +293,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--warmup-rate", type=float, default=100.0)
+    parser.add_argument("--warmup-seconds", type=float, default=5.0)
     args = parser.parse_args()
     target = target_from(args)
     rt = runtime(target)
@@ -269,11 +309,12 @@ def main() -> None:
     try:
         wait_until(lambda: _ready(args.port), timeout=30)
         meter = CpuMeter(rt, server.pid)
-        asyncio.run(run_rate(args.port, token, 50, 1, args.connections))  # warm-up: pools, first imports
+        # Warm-up, not reported: pools filled, first imports, code paths and SQL caches primed.
+        run_rate(args.port, token, args.warmup_rate, args.warmup_seconds, args.connections)
         for rate in args.rate:
             time.sleep(1)
             before = meter.sample()
-            results = asyncio.run(run_rate(args.port, token, rate, args.seconds, args.connections))
+            results = run_rate(args.port, token, rate, args.seconds, args.connections)
             report(rate, args.seconds, args.connections, results, before, meter.sample())
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -5,6 +5,11 @@
 - same key while the first request is still being processed → 409 (retry later).
 Keys are scoped per API client and kept at least 72 hours. The stored response is written in the
 same transaction as the work it created, so a replay never points at work that was rolled back.
+
+One statement takes a per-key advisory lock and reads any stored response. Its snapshot predates
+the lock, so a first request that commits in between goes unseen; the unique (client, key) index
+then stops the second at the store, its work is rolled back and it answers 409 like any request
+that came while the first was in flight: there is never a second job.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, json, make_response, request
-from sqlalchemy import Row, Table, Text, bindparam, cast, func, insert, select
+from sqlalchemy import Row, Table, Text, and_, bindparam, cast, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api import auditing
@@ -32,10 +38,13 @@ _REPLAYED_HEADERS = ("Location", "Content-Type")
 # Built once (each request runs them): Core statements keep their cache keys and compiled forms.
 _TABLE: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
 _RECORDS = _TABLE.c
-_LOCK = select(func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("name", type_=Text), 0)))
-_FIND = select(_RECORDS.request_hash, _RECORDS.response_status, _RECORDS.response_body,
-               _RECORDS.response_headers).where(_RECORDS.api_client_id == bindparam("client"),
-                                                _RECORDS.key == bindparam("key"))
+_ONE = select(literal(1).label("one")).subquery()
+_CLAIM = select(
+    func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("name", type_=Text), 0)).label("locked"),
+    _RECORDS.request_hash, _RECORDS.response_status, _RECORDS.response_body, _RECORDS.response_headers,
+).select_from(_ONE.outerjoin(_TABLE, and_(_RECORDS.api_client_id == bindparam("client"),
+                                          _RECORDS.key == bindparam("key"))))
+_UNIQUE_KEY = "uq_idempotency_client_key"
 # The response body goes in as the JSON text the view produced, cast by PostgreSQL: not parsed
 # back into Python and serialised again.
 _STORE = insert(_TABLE).values(response_body=cast(bindparam("body", type_=Text), JSONB))
@@ -105,23 +114,37 @@ def idempotent(required: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+def _in_flight() -> Problem:
+    return Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
+                   "idempotency-in-flight", headers={"Retry-After": "1"})
+
+
 def _once(session: Session, key: str, view: Callable[..., Any], args: Any, kwargs: Any) -> Response:
     client_id = current_caller().client_id
-    if not session.execute(_LOCK, {"name": f"idempotency:{client_id}:{key}"}).scalar():
-        raise Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
-                      "idempotency-in-flight", headers={"Retry-After": "1"})
-    record = session.execute(_FIND, {"client": client_id, "key": key}).one_or_none()
+    claim = session.execute(_CLAIM, {"name": f"idempotency:{client_id}:{key}", "client": client_id,
+                                     "key": key}).one()
+    if not claim.locked:
+        raise _in_flight()
     request_hash = _request_hash()
-    if record is not None:
-        if record.request_hash != request_hash:
+    if claim.request_hash is not None:
+        if claim.request_hash != request_hash:
             raise Problem(422, "Unprocessable Content", "This Idempotency-Key was used for a different request.",
                           "idempotency-key-reused", [FieldError("header", HEADER, "reused with another request")])
-        return _replay(record)
+        return _replay(claim)
     response = make_response(view(*args, **kwargs))
     if response.status_code < 500 and response.is_json:
+        _store(session, client_id, key, request_hash, response)
+    return response
+
+
+def _store(session: Session, client_id: int, key: str, request_hash: str, response: Response) -> None:
+    try:
         session.execute(_STORE, {
             "api_client_id": client_id, "key": key, "request_hash": request_hash,
             "response_status": response.status_code, "body": response.get_data(as_text=True),
             "response_headers": {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers},
         })
-    return response
+    except IntegrityError as error:
+        if getattr(error.orig, "diag", None) is None or error.orig.diag.constraint_name != _UNIQUE_KEY:  # type: ignore[union-attr]
+            raise
+        raise _in_flight() from None  # the first request committed after our claim's snapshot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue
@@ -185,6 +186,32 @@ def test_truly_concurrent_requests_with_one_key_create_one_job(app: Flask, alice
     assert {status for status, _ in results} <= {202, 409}
     assert len({job_id for status, job_id in results if status == 202}) == 1
     assert job_count(clean) == 1
+
+
+def test_a_first_request_committing_after_the_claim_turns_the_second_into_409_without_a_job(
+    client: FlaskClient, alice: Key, clean: Runtime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.api import jobs as jobs_api
+
+    first = client.post("/v1/probes", headers={**alice.headers, "Idempotency-Key": "abc-5"})
+    assert first.status_code == 202
+    accept = jobs_api.job_service.accept
+
+    def first_commits_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # The claim saw no record; the first request's record is committed only now (moved over
+        # from "abc-5", as if its transaction had ended between our claim and our store).
+        with clean.engine.begin() as conn:
+            conn.execute(text("UPDATE idempotency_keys SET key = 'abc-6' WHERE key = 'abc-5'"))
+        return accept(*args, **kwargs)
+
+    monkeypatch.setattr(jobs_api.job_service, "accept", first_commits_meanwhile)
+    second = client.post("/v1/probes", headers={**alice.headers, "Idempotency-Key": "abc-6"})
+    body = assert_problem(second, 409)
+    assert body["type"].endswith("idempotency-in-flight") and second.headers["Retry-After"] == "1"
+    assert job_count(clean) == 1  # the second request's job was rolled back with it
+    monkeypatch.undo()
+    replay = client.post("/v1/probes", headers={**alice.headers, "Idempotency-Key": "abc-6"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_json()["id"] == first.get_json()["id"]
 
 
 def test_rate_limit_is_per_key_with_retry_after(limited_app: Flask, alice: Key, bob: Key) -> None:
