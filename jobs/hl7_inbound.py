@@ -11,13 +11,14 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from app import fhir
-from app.models import Hl7Message, Job, MessageStatus
+from app.models import Hl7Message, Job, MessageStatus, Organisation
 from app.runtime import Runtime, current
 from app.services import events, fhir_store, hl7_administrations, hl7_care, hl7_envelope
 from app.services.hl7_intake import TRANSFORM_KIND
@@ -45,13 +46,15 @@ class _Message:
     status: str
     resources: list[str]
     job_id: int | None
+    timezone: str  # the organisation's IANA zone: where timestamps without an offset were taken
 
 
 # Core statements, built once: the transform reads and writes one row, which needs no ORM object.
-_COLUMNS = [_MESSAGES.c[f.name] for f in fields(_Message)]
+_COLUMNS = [_MESSAGES.c[f.name] for f in fields(_Message) if f.name != "timezone"]
 #: The message, locked, and the ledger counters of the job running it: the job in hand
 #: (`running`) in a worker, else the message's own job.
-_LOAD = {in_worker: select(*_COLUMNS, Job.attempts, Job.max_attempts)
+_LOAD = {in_worker: select(*_COLUMNS, Organisation.timezone, Job.attempts, Job.max_attempts)
+         .join(Organisation, Organisation.id == _MESSAGES.c.organisation_id)
          .outerjoin(Job, Job.id == (bindparam("running", type_=BigInteger) if in_worker else _MESSAGES.c.job_id))
          .where(_MESSAGES.c.id == bindparam("message")).with_for_update(of=_MESSAGES)
          for in_worker in (True, False)}
@@ -85,7 +88,7 @@ def _transform(session: Session, message: _Message) -> tuple[str | None, list[st
     """Map and store: the failure reason when the message cannot be mapped, and its stored resources."""
     text = hl7_envelope.normalise(hl7_envelope.decode(bytes(message.raw))[0])
     try:
-        result = fhir.transform(text)
+        result = fhir.transform(text, ZoneInfo(message.timezone))
     except (fhir.MappingError, fhir.UnsupportedMessageError) as exc:
         hl7_metrics.PARSE_ERRORS.labels(type(exc).__name__).inc()
         _fail(session, message, f"{type(exc).__name__}: {exc}")

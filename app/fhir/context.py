@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import tzinfo
 from typing import Any
 
 from app.fhir import timestamps
@@ -16,8 +17,9 @@ ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:triage:fhir:provisional-id")
 class Context:
     """What a mapper reads from and writes to; `warn` texts name fields, never their values."""
 
-    def __init__(self, message: Message, message_type: str) -> None:
+    def __init__(self, message: Message, message_type: str, zone: tzinfo | None = None) -> None:
         self.message = message
+        self.zone = zone  # the sender's: where timestamps without an offset were taken
         self.message_type = message_type
         msh = message.segments[0]
         self.event = message_type.partition("^")[2]
@@ -60,7 +62,7 @@ class Context:
         """A FHIR date/dateTime/instant from an HL7 timestamp, warning (by field) when lenient."""
         if not raw:
             return None
-        converted = timestamps.convert(raw, kind)
+        converted = timestamps.convert(raw, kind, self.zone)
         if converted.problem:
             self.warn(f"{where}: {converted.problem}")
         return converted.value

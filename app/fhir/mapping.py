@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from app.fhir.adt import map_adt, map_merge
@@ -43,8 +44,11 @@ class MappingResult:
     warnings: list[str]
 
 
-def transform(er7: str) -> MappingResult:
-    """Map one HL7 v2 message (segments separated by '\\r'; BOM already stripped) to FHIR R4 resources."""
+def transform(er7: str, zone: tzinfo | None = None) -> MappingResult:
+    """Map one HL7 v2 message (segments separated by '\\r'; BOM already stripped) to FHIR R4 resources.
+
+    `zone`: the sender's time zone, for timestamps without an offset (UTC, with a warning, if None).
+    """
     message = parse(er7)
     msh = message.segments[0]
     evn = message.first("EVN")
@@ -56,6 +60,6 @@ def transform(er7: str) -> MappingResult:
     mapper = MAPPERS.get(message_type)
     if mapper is None:
         raise UnsupportedMessageError(f"message type {message_type[:16]!r} is not mapped")
-    ctx = Context(message, message_type)
+    ctx = Context(message, message_type, zone)
     mapper(ctx)
     return MappingResult(message_type, ctx.resources, ctx.patient_id, ctx.warnings)

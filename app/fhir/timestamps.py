@@ -1,11 +1,16 @@
-"""HL7 v2 DT/DTM/TS values to FHIR date, dateTime and instant strings, keeping their precision."""
+"""HL7 v2 DT/DTM/TS values to FHIR date, dateTime and instant strings, keeping their precision.
+
+A time of day without an offset is the sender's local time (HL7 v2.5 2.A.22): given the zone
+the sender is in, it gets that zone's offset on that date (DST included); without one, UTC is
+assumed and said.
+"""
 
 from __future__ import annotations
 
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Literal
 
 Kind = Literal["date", "dateTime", "instant"]
@@ -28,8 +33,8 @@ class Converted:
     problem: str | None = None
 
 
-def convert(raw: str, kind: Kind) -> Converted:
-    """Convert an HL7 timestamp (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]) to a FHIR `kind`."""
+def convert(raw: str, kind: Kind, zone: tzinfo | None = None) -> Converted:
+    """Convert an HL7 timestamp (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]) to a FHIR `kind`; `zone`: the sender's."""
     m = _TS.fullmatch(raw.strip())
     if m is None:
         return Converted(None, UNPARSEABLE)
@@ -42,10 +47,23 @@ def convert(raw: str, kind: Kind) -> Converted:
     if hour is None or day is None:
         return Converted(None, IMPRECISE)
     clock = f"{hour}:{minute or '00'}:{second or '00'}" + (f".{fraction}" if fraction else "")
-    if sign is None:
+    if sign is not None:
+        return Converted(f"{date}T{clock}{'Z' if zh == '00' and zm == '00' else f'{sign}{zh}:{zm}'}")
+    if zone is None:
         return Converted(f"{date}T{clock}Z", NO_ZONE)
-    zone = "Z" if zh == "00" and zm == "00" else f"{sign}{zh}:{zm}"
-    return Converted(f"{date}T{clock}{zone}")
+    local = datetime(int(year), int(month), int(day), int(hour), int(minute or 0), int(second or 0))
+    return Converted(f"{date}T{clock}{_offset(zone, local)}")
+
+
+def _offset(zone: tzinfo, local: datetime) -> str:
+    """The zone's offset at a local wall time: an ambiguous time (clocks going back) is read as the
+    first of the two, a skipped one (clocks going forward) with the offset before the change."""
+    offset = zone.utcoffset(local) or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    if minutes == 0:
+        return "Z"
+    sign, minutes = ("+" if minutes > 0 else "-"), abs(minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def convert_time(raw: str) -> Converted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import hl7
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from app.fhir import MappingError, MappingResult, UnsupportedMessageError, transform
 from app.fhir.codes import GENDER
 from app.fhir.er7 import parse
-from app.fhir.timestamps import convert
+from app.fhir.timestamps import Converted, convert
 from tests.support.hl7_samples import expected_acks, sample
 
 MSH = "MSH|^~\\&|APP|FAC|TRIAGE|HOSP|20240315101500+0100||{type}|CTRL1|P|2.5"
@@ -332,6 +333,27 @@ def test_timestamps_keep_precision_and_assume_utc() -> None:
     assert convert("19830615", "instant").value is None
     for bad in ("Aug 15, 1942", "20231301", "20230230", "2023-01-01", ""):
         assert convert(bad, "dateTime").value is None
+
+
+def test_timestamps_without_an_offset_take_the_senders_zone_on_their_date() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    assert convert("202601151030", "dateTime", berlin) == Converted("2026-01-15T10:30:00+01:00")
+    assert convert("20260715103000.5", "instant", berlin) == Converted("2026-07-15T10:30:00.5+02:00")
+    assert convert("202603290230", "dateTime", berlin).value == "2026-03-29T02:30:00+01:00"  # skipped: offset before
+    assert convert("202610250230", "dateTime", berlin).value == "2026-10-25T02:30:00+02:00"  # twice: the first
+    assert convert("202601151030-0500", "dateTime", berlin).value == "2026-01-15T10:30:00-05:00"  # given wins
+    assert convert("202601151030", "dateTime", ZoneInfo("UTC")) == Converted("2026-01-15T10:30:00Z")
+    assert convert("202601151030", "dateTime", ZoneInfo("Asia/Kolkata")).value == "2026-01-15T10:30:00+05:30"
+    assert convert("20260115", "dateTime", berlin) == Converted("2026-01-15")  # a date has no zone
+
+
+def test_a_message_is_read_in_the_zone_it_is_given() -> None:
+    vxu = "MSH|^~\\&|A|B|C|D|20260115103000||VXU^V04|1|P|2.5\rPID|1||7^^^H^MR||DOE^J\rORC|RE\r" \
+          "RXA|0|1|20260715093000|20260715093000|08^HepB^CVX|0.5|mL"
+    [immunization] = [r for r in transform(vxu, ZoneInfo("America/New_York")).resources
+                      if r["resourceType"] == "Immunization"]
+    assert immunization["occurrenceDateTime"] == "2026-07-15T09:30:00-04:00"
+    assert "UTC assumed" in "; ".join(transform(vxu).warnings)
 
 
 def test_administrative_gender_codes() -> None:

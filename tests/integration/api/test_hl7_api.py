@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -105,7 +106,7 @@ def test_a_message_that_cannot_be_mapped_fails_and_is_reprocessed_after_a_fix(
         client: FlaskClient, alice: Key, clean: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     message_id = post(client, alice, ADT.format(event="A01", control="1", mrn="9", name="DOE")).json["message_id"]
 
-    def broken(er7: str) -> fhir.MappingResult:
+    def broken(er7: str, zone: object = None) -> fhir.MappingResult:
         raise fhir.MappingError("PID-3 has no usable identifier")
 
     with monkeypatch.context() as patched:
@@ -169,6 +170,29 @@ def test_a_ras_records_an_administration_once(client: FlaskClient, alice: Key, c
     transform_message(unknown)
     assert "not recorded as an administration" in client.get(f"/v1/hl7/messages/{unknown}",
                                                              headers=alice.headers).json["error"]
+
+
+def test_times_without_an_offset_are_read_in_the_organisations_zone(client: FlaskClient, alice: Key,
+                                                                     clean: Runtime) -> None:
+    from app.models import Administration, Organisation, Patient
+    from tests.support.clinic import seed_clinic
+
+    with clean.sessions.begin() as session:
+        session.get_one(Organisation, alice.organisation_id).timezone = "Europe/Berlin"
+        clinic = seed_clinic(session, alice.organisation_id)
+        mrn = session.get_one(Patient, clinic.patient_id).mrn
+    local = RAS.format(control="R3", mrn=mrn, placer=clinic.prescription_id).replace("20261130080000+0000",
+                                                                                      "20261130080000")
+    message_id = post(client, alice, local).json["message_id"]
+    transform_message(message_id)
+    with clean.sessions() as session:
+        [given] = session.scalars(select(Administration)).all()
+        message = session.get_one(Hl7Message, message_id)
+        stored = session.scalars(select(FhirResource).where(FhirResource.resource_type == "MedicationAdministration")
+                                 ).one()
+    assert given.given_at == datetime(2026, 11, 30, 7, 0, tzinfo=UTC)  # 08:00 in Berlin (CET, +01:00)
+    assert stored.resource["effectiveDateTime"] == "2026-11-30T08:00:00+01:00"
+    assert "UTC assumed" not in (message.error or "")
 
 
 def test_two_workers_meeting_a_new_patient_at_once_make_one_patient(client: FlaskClient, alice: Key,
