@@ -20,4 +20,4 @@ RUN pip install --no-deps -e . \
 
 USER triage
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "10", "app.wsgi:app"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "app.wsgi:app"]

@@ -12,6 +12,7 @@ import rq_dashboard
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     jsonify,
@@ -21,6 +22,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
@@ -179,6 +181,17 @@ def logout() -> Redirect:
     return redirect(url_for("triage_admin.login"), 303)
 
 
+class AdminOnlySessions(SecureCookieSessionInterface):
+    """The login cookie exists only under /admin: API requests (bearer keys) open no session, which
+    spares every one of them building a signing serializer and reading cookies it never uses."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """A null session outside /admin (Flask then saves nothing)."""
+        if not request.path.startswith("/admin/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def register_dashboard(app: Flask) -> None:
     """Mount rq-dashboard (JSON serializer, delete disabled) and the admin login; idempotent."""
     if "rq_dashboard" in app.blueprints:
@@ -194,6 +207,7 @@ def register_dashboard(app: Flask) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
     )
     app.redis_conn = runtime.redis  # type: ignore[attr-defined]  # where rq-dashboard's views look
+    app.session_interface = AdminOnlySessions()
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     app.register_blueprint(blueprint)
     # Our guard runs first; rq-dashboard's push_rq_connection would open a new Redis client per request.

@@ -158,6 +158,15 @@ def test_login_session_works_until_logout_or_revocation(client: FlaskClient, adm
     assert client.get("/admin/rq/", headers=HTML).headers["Location"] == "/admin/login"
 
 
+def test_only_admin_pages_open_the_login_session(client: FlaskClient, app: Flask) -> None:
+    from flask.sessions import NullSession, SecureCookieSession
+
+    for path, kind in (("/v1/jobs", NullSession), ("/health/live", NullSession), ("/admin/login", SecureCookieSession),
+                       ("/admin/rq/", SecureCookieSession)):
+        with app.test_request_context(path) as ctx:
+            assert type(app.session_interface.open_session(app, ctx.request)) is kind, path
+
+
 def test_without_a_secret_key_login_is_disabled_and_basic_still_works(
     app: Flask, client: FlaskClient, admin: Key
 ) -> None:
