@@ -3,7 +3,8 @@
 An endpoint is audited when its Operation names an `audit` action ("patient.read"). A request
 that succeeds writes its record inside the view's own transaction (`transactional` and
 `idempotent` call `record_success` before they commit), so a change and its record commit
-together, and a read's record is committed before the response leaves. A request that fails
+together, and a read's record is committed before the response leaves; if that commit fails, the
+success record is gone with it and the request gets an error record like any failed one. A request that fails
 (401, 403, 404, 422, 500 …) writes one record — outcome `denied` for 401/403/404/429, `error`
 otherwise — in a transaction of its own, before the response goes out; if that write fails, the
 request fails (503). When the database itself is down, a request that failed anyway keeps its own
@@ -76,10 +77,16 @@ def record_success(session: Any, result: Any) -> None:
     """The audit record of a successful request to an audited endpoint, in the request's transaction
     (`result`: what the view, or a transactional helper of it, returned)."""
     operation = _operation()
-    if operation is None or _status(result) >= 400 or g.get("audited"):
+    if operation is None or _status(result) >= 400 or g.get("audited") or g.get("audit_staged"):
         return
     audit.record(session, _entry(operation.audit, operation.audit_resource, "success"))
-    g.audited = True
+    g.audit_staged = True  # written once the transaction commits (`committed`); if it fails, `_after` writes the error
+
+
+def committed() -> None:
+    """The request's transaction committed, and with it the success record it staged."""
+    if g.pop("audit_staged", False):
+        g.audited = True
 
 
 def _after(response: Response) -> Response:

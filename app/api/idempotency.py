@@ -90,7 +90,8 @@ def transactional(view: F) -> F:
             g.db = session
             result = view(*args, **kwargs)
             auditing.record_success(session, result)
-            return result
+        auditing.committed()
+        return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -107,7 +108,8 @@ def idempotent(required: bool = False) -> Callable[[F], F]:
                 g.db = session
                 result = view(*args, **kwargs) if key is None else _once(session, key, view, args, kwargs)
                 auditing.record_success(session, result)
-                return result
+            auditing.committed()
+            return result
 
         return wrapper  # type: ignore[return-value]
 

@@ -114,6 +114,30 @@ def test_a_read_and_a_change_record_the_patient_and_the_row(client: FlaskClient,
     assert all(r.user_agent and r.source_ip for r in records(clean))
 
 
+def test_a_change_whose_commit_fails_is_recorded_once_as_an_error(client: FlaskClient, alice: Key,
+                                                                   clean: Runtime) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    failures = iter([OperationalError("COMMIT", {}, Exception("server closed the connection"))])
+
+    def commit_fails_once(session: Any) -> None:
+        if session.in_nested_transaction():  # a savepoint released inside the view: not the commit
+            return
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    event.listen(clean.sessions, "before_commit", commit_fails_once)
+    try:
+        response = client.post("/v1/patients", json=PATIENT, headers=alice.headers)
+    finally:
+        event.remove(clean.sessions, "before_commit", commit_fails_once)
+    assert response.status_code == 503
+    found = [(r.action, r.outcome) for r in records(clean)]
+    assert found == [("patient.create", "error")]  # the success record went with the rolled-back change
+
+
 def test_non_phi_endpoints_audit_only_failed_authentication(client: FlaskClient, alice: Key, clean: Runtime) -> None:
     assert client.get("/v1/medications", headers=alice.headers).status_code == 200
     assert records(clean) == []
