@@ -6,16 +6,16 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask import Blueprint, Response, jsonify, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api import app_runtime
 from app.api.auth import current_caller, requires
 from app.api.idempotency import db, idempotent, transactional
 from app.api.openapi import Operation, documented
 from app.api.problems import Problem
 from app.api.validation import query
 from app.queues import UnknownQueueError
-from app.runtime import Runtime
 from app.services import jobs as job_service
 from app.services import operations
 from jobs.maintenance import requeue_dead_letters
@@ -120,11 +120,6 @@ class BulkRequeueOut(BaseModel):
     job: str
 
 
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["triage"]
-    return runtime
-
-
 def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
     return jsonify(model.model_dump(mode="json")), status
 
@@ -135,7 +130,7 @@ def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
                       response=Overview, errors=_ADMIN_ERRORS, tags=("admin",)))
 def queues() -> tuple[Response, int]:
     """The state of every queue and worker."""
-    runtime = _runtime()
+    runtime = app_runtime()
     with runtime.sessions() as session:
         states = operations.queue_states(session, runtime.redis)
     workers = operations.worker_states(runtime.redis)
@@ -144,7 +139,7 @@ def queues() -> tuple[Response, int]:
 
 
 def _pause(name: str, paused: bool) -> tuple[Response, int]:
-    runtime = _runtime()
+    runtime = app_runtime()
     try:
         operations.set_paused(runtime.redis, name, paused)
     except UnknownQueueError:
@@ -178,7 +173,7 @@ def resume(name: str) -> tuple[Response, int]:
 def dead_letters() -> tuple[Response, int]:
     """Group the dead letters so an operator sees what broke, and how often."""
     params = query(DeadLetterFilter)
-    with _runtime().sessions() as session:
+    with app_runtime().sessions() as session:
         groups = operations.dead_letter_groups(session, **params.model_dump())
     items = [DeadLetterGroupOut(**asdict(g)) for g in groups]
     return _json(DeadLetterList(total=sum(g.count for g in items), groups=items))
@@ -191,7 +186,7 @@ def dead_letters() -> tuple[Response, int]:
                       response=DeadLetterOut, errors=(401, 403, 404), tags=("admin",)))
 def dead_letter(job_id: int) -> tuple[Response, int]:
     """Everything needed to decide whether to requeue or purge."""
-    with _runtime().sessions() as session:
+    with app_runtime().sessions() as session:
         try:
             job, attempts = operations.dead_letter(session, job_id)
         except job_service.JobNotFoundError:
@@ -249,7 +244,7 @@ def bulk_requeue() -> tuple[Response, int, dict[str, str]]:
 def purge(job_id: int) -> tuple[str, int]:
     """Give up on a dead job; the purge is recorded in its attempt history with the operator."""
     queue_name = _purge(job_id)
-    operations.forget_failed(_runtime().redis, job_id, queue_name)
+    operations.forget_failed(app_runtime().redis, job_id, queue_name)
     return "", 204
 
 

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api import app_runtime
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import Strict
 from app.api.idempotency import db, transactional
 from app.api.openapi import Operation, documented
 from app.api.problems import FieldError, Problem
 from app.api.validation import body, query
-from app.runtime import Runtime
 from app.secrets_at_rest import SecretBox
 from app.services import alerts
 
@@ -88,7 +88,7 @@ class AlertQuery(Strict):
 
 
 def _settings_box() -> tuple[SecretBox, bool]:
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     box: SecretBox = current_app.extensions["triage.secrets"]
     return box, runtime.settings.egress_allow_loopback
 

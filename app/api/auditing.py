@@ -20,8 +20,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import OperationalError
 
+from app.api import app_runtime
 from app.api.problems import Problem
-from app.runtime import Runtime
 from app.services import audit
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _after(response: Response) -> Response:
         entry = _entry("auth.failed" if status == 401 else "auth.forbidden", None, "denied")
     else:
         return response
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     try:
         with runtime.sessions.begin() as session:
             audit.record(session, entry)

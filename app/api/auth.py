@@ -6,10 +6,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
+from app.api import app_runtime
 from app.api.problems import Problem
-from app.runtime import Runtime
 from app.services.clients import Caller, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,7 +27,7 @@ def _load_caller() -> None:
     g.caller = None
     key = bearer_key()
     if key:
-        runtime: Runtime = current_app.extensions["triage"]
+        runtime = app_runtime()
         with runtime.reads.connect() as conn:
             g.caller = authenticate(conn, key)
 

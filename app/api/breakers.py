@@ -6,22 +6,17 @@ import logging
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
+from app.api import app_runtime
 from app.api.auth import current_caller, requires
 from app.api.openapi import Operation, documented
 from app.api.problems import Problem
 from app.api.webhook_schemas import BreakerList, BreakerOut
-from app.runtime import Runtime
 from app.services import breakers, events
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("breakers", __name__, url_prefix="/v1/admin")
-
-
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["triage"]
-    return runtime
 
 
 @blueprint.get("/breakers")
@@ -30,7 +25,7 @@ def _runtime() -> Runtime:
                       response=BreakerList, tags=("admin",)))
 def list_breakers() -> Response:
     """Read from Redis, where every worker process keeps them."""
-    runtime = _runtime()
+    runtime = app_runtime()
     found = breakers.views(runtime.redis, fail_max=runtime.settings.breaker_fail_max,
                            reset_seconds=runtime.settings.breaker_reset_seconds)
     return jsonify(BreakerList(items=[BreakerOut(**asdict(v)) for v in found]).model_dump(mode="json"))
@@ -43,7 +38,7 @@ def list_breakers() -> Response:
                       tags=("admin",)))
 def reset_breaker(name: str) -> Response:
     """Waiting deliveries go out at their next scheduled attempt."""
-    runtime = _runtime()
+    runtime = app_runtime()
     try:
         view = breakers.reset(runtime.redis, name, fail_max=runtime.settings.breaker_fail_max,
                               reset_seconds=runtime.settings.breaker_reset_seconds)

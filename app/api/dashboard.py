@@ -30,6 +30,7 @@ from rq_dashboard.web import config as dashboard_config
 from rq_dashboard.web import push_rq_connection
 from werkzeug.wrappers import Response as Redirect
 
+from app.api import app_runtime
 from app.api.problems import Problem
 from app.models import ApiClient
 from app.queues import QUEUE_NAMES
@@ -66,17 +67,12 @@ def login_enabled() -> bool:
     return len(current_app.config.get("SECRET_KEY") or "") >= MIN_SECRET_KEY_LENGTH
 
 
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["triage"]
-    return runtime
-
-
 def _session_client() -> int | None:
     """The admin client of a live session (revoked keys and old sessions lose it at once)."""
     client_id, since = session.get("admin_client"), session.get("admin_since", 0)
     if not login_enabled() or not isinstance(client_id, int) or time.time() - since > SESSION_SECONDS:
         return None
-    with _runtime().sessions() as db:
+    with app_runtime().sessions() as db:
         client = db.get(ApiClient, client_id)
         return client_id if client and not client.revoked and "admin" in client.scopes else None
 
@@ -85,7 +81,7 @@ def _access() -> int:
     """200 for an admin, 403 for another valid key, 401 without valid credentials."""
     auth = request.authorization
     if auth is not None and auth.type == "basic":
-        with _runtime().sessions() as db:
+        with app_runtime().sessions() as db:
             caller = authenticate(db, auth.password or "")
         return 401 if caller is None else 200 if caller.allows("admin") else 403
     return 200 if _session_client() is not None else 401
@@ -117,7 +113,7 @@ def _guard() -> Redirect | Response | None:
     if (request.view_args or {}).get("instance_number", 0) != 0:
         raise Problem(404, "Not Found", "There is one Redis instance.")
     try:  # rq lists a queue only once something was enqueued on it: list the whole catalogue
-        _runtime().redis.sadd(Queue.redis_queues_keys, *(Queue.redis_queue_namespace_prefix + n for n in QUEUE_NAMES))
+        app_runtime().redis.sadd(Queue.redis_queues_keys, *(Queue.redis_queue_namespace_prefix + n for n in QUEUE_NAMES))
     except RedisError:
         pass  # the dashboard shows its own connection error
     return None
@@ -132,13 +128,13 @@ def _requeue_through_ledger() -> Response:
     if request.endpoint == "rq_dashboard.requeue_job_view":
         ids = [args["job_id"]]
     else:
-        ids = Queue(args["queue_name"], connection=_runtime().redis).failed_job_registry.get_job_ids(cleanup=False)
+        ids = Queue(args["queue_name"], connection=app_runtime().redis).failed_job_registry.get_job_ids(cleanup=False)
     count = 0
     for job_id in ids:
         if not str(job_id).isdigit():
             continue
         try:
-            with _runtime().sessions.begin() as db:
+            with app_runtime().sessions.begin() as db:
                 requeue_dead(db, int(job_id))
             count += 1
         except (JobNotFoundError, JobStateError):
@@ -164,7 +160,7 @@ def login() -> Any:
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(expected.encode(), request.form.get("csrf", "").encode()):
         return _page("The form expired; try again.", 400)
-    with _runtime().sessions() as db:
+    with app_runtime().sessions() as db:
         caller = authenticate(db, request.form.get("key", ""))
     if caller is None or not caller.allows("admin"):
         return _page("That is not a valid admin API key.", 401 if caller is None else 403)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api import app_runtime
 from app.api.auth import requires
 from app.api.openapi import Operation, documented
 from app.migrate import at_head
@@ -17,11 +18,6 @@ from app.runtime import Runtime
 from app.services import operations
 
 blueprint = Blueprint("health", __name__)
-
-
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["triage"]
-    return runtime
 
 
 def _database(runtime: Runtime) -> dict[str, Any]:
@@ -57,7 +53,7 @@ def live() -> tuple[dict[str, str], int]:
                       errors=(503,), tags=("health",)))
 def ready() -> tuple[dict[str, object], int]:
     """503 unless PostgreSQL and Redis answer and the schema is at the newest migration."""
-    runtime = _runtime()
+    runtime = app_runtime()
     checks = {"database": _database(runtime)["status"], "redis": _redis(runtime)["status"]}
     ok = all(v == "ok" for v in checks.values())
     return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
@@ -89,7 +85,7 @@ def _pipeline(runtime: Runtime) -> dict[str, Any]:
                       errors=(401, 403, 503), tags=("health",)))
 def health() -> tuple[dict[str, Any], int]:
     """ok, degraded (the pipeline lags or lacks workers) or down (a dependency is unreachable)."""
-    runtime = _runtime()
+    runtime = app_runtime()
     components: dict[str, Any] = {"database": _database(runtime), "redis": _redis(runtime)}
     if components["database"]["status"] == "ok" and components["redis"]["status"] == "ok":
         components.update(_pipeline(runtime))

@@ -13,11 +13,11 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, json, jsonify, request, url_for
+from flask import Blueprint, Response, json, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import OperationalError
 
-from app.api import auditing
+from app.api import app_runtime, auditing
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import Strict
 from app.api.idempotency import db, idempotent, transactional
@@ -78,7 +78,7 @@ class FhirSearch(Strict):
 
 
 def _policy() -> hl7_intake.Policy:
-    settings = current_app.extensions["triage"].settings
+    settings = app_runtime().settings
     return hl7_intake.Policy(max_bytes=min(settings.hl7_max_bytes, settings.max_body_bytes),
                              duplicate_window_seconds=settings.hl7_duplicate_window,
                              reject_unsupported=settings.hl7_reject_unsupported)
@@ -193,7 +193,7 @@ class OutboundOut(BaseModel):
 def send_outbound() -> tuple[Response, int]:
     """In order per destination, one in flight; AE and timeouts retried, AR dead."""
     params = body(OutboundIn)
-    settings = current_app.extensions["triage"].settings
+    settings = app_runtime().settings
     organisation_id = current_caller().organisation_id
     try:
         message = params.message or hl7_outbound.render(db(), organisation_id, params.resource or "")

@@ -19,17 +19,16 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Response, current_app, g, json, make_response, request
+from flask import Response, g, json, make_response, request
 from sqlalchemy import Row, Table, Text, and_, bindparam, cast, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.api import auditing
+from app.api import app_runtime, auditing
 from app.api.auth import current_caller
 from app.api.problems import FieldError, Problem
 from app.models import IdempotencyRecord
-from app.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
@@ -85,7 +84,7 @@ def transactional(view: F) -> F:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        runtime: Runtime = current_app.extensions["triage"]
+        runtime = app_runtime()
         with runtime.sessions.begin() as session:
             g.db = session
             result = view(*args, **kwargs)
@@ -103,7 +102,7 @@ def idempotent(required: bool = False) -> Callable[[F], F]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             key = _key(required)
-            runtime: Runtime = current_app.extensions["triage"]
+            runtime = app_runtime()
             with runtime.sessions.begin() as session:
                 g.db = session
                 result = view(*args, **kwargs) if key is None else _once(session, key, view, args, kwargs)

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api import app_runtime
 from app.api.auth import current_caller, requires
 from app.api.idempotency import db, idempotent, transactional
 from app.api.openapi import Operation, documented
@@ -18,7 +19,6 @@ from app.api.validation import body, query
 from app.models import JobStatus
 from app.outbox import withdraw
 from app.queues import QUEUE_NAMES
-from app.runtime import Runtime
 from app.services import jobs as job_service
 from jobs.maintenance import ping
 
@@ -84,7 +84,7 @@ class JobQuery(BaseModel):
                       tags=("jobs",)))
 def get_job(job_id: int) -> Response:
     """The ledger view of one of the caller's jobs (404 for another organisation's)."""
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     with runtime.sessions() as session:
         view = _found(lambda: job_service.view(session, job_id, organisation_id=current_caller().organisation_id))
     return jsonify(JobOut.of(view).model_dump(mode="json"))
@@ -97,7 +97,7 @@ def get_job(job_id: int) -> Response:
 def list_jobs() -> Response:
     """Page through the caller's organisation's jobs."""
     params = query(JobQuery)
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     with runtime.sessions() as session:
         views = job_service.list_jobs(
             session,
@@ -119,7 +119,7 @@ def list_jobs() -> Response:
 def cancel_job(job_id: int) -> Response:
     """Cancel a waiting job; its queue copy is withdrawn after commit."""
     view = _cancel(job_id)
-    withdraw(current_app.extensions["triage"].redis, view.id, view.queue)
+    withdraw(app_runtime().redis, view.id, view.queue)
     return jsonify(JobOut.of(view).model_dump(mode="json"))
 
 

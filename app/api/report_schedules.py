@@ -7,11 +7,12 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask import Blueprint, Response, jsonify, url_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api import app_runtime
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import Patch, Strict
 from app.api.idempotency import db, transactional
@@ -19,7 +20,6 @@ from app.api.openapi import Operation, documented
 from app.api.problems import FieldError, Problem, from_validation
 from app.api.reports import PARAMETERS
 from app.api.validation import body
-from app.runtime import Runtime
 from app.services import report_schedules
 from schedules import sync
 from schedules.process import all_entries, build_scheduler
@@ -100,7 +100,7 @@ def _parameters(report_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
 
 def _resync() -> None:
     """Bring rq-scheduler in line now (the scheduler would within a minute anyway)."""
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     try:
         sync.sync(build_scheduler(runtime), all_entries(runtime))
     except (RedisError, SQLAlchemyError) as exc:  # committed: the scheduler syncs it within a minute

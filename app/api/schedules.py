@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
+from app.api import app_runtime
 from app.api.auth import requires
 from app.api.idempotency import db, transactional
 from app.api.openapi import Operation, documented
-from app.runtime import Runtime
 from schedules import sync
 from schedules.process import all_entries, build_scheduler
 
@@ -43,6 +43,6 @@ class ScheduleList(BaseModel):
 @transactional
 def list_schedules() -> Response:
     """Next runs come from rq-scheduler in Redis, outcomes from the ledger."""
-    runtime: Runtime = current_app.extensions["triage"]
+    runtime = app_runtime()
     found = sync.views(db(), build_scheduler(runtime), all_entries(runtime))
     return jsonify(ScheduleList(items=[ScheduleOut(**asdict(v)) for v in found]).model_dump(mode="json"))

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
+from app.api import app_runtime
 from app.api import webhook_schemas as s
 from app.api.auth import current_caller, requires
 from app.api.clinical_schemas import PageQuery
@@ -22,7 +23,6 @@ from app.api.pagination import decode_cursor, encode_cursor
 from app.api.problems import FieldError, Problem
 from app.api.validation import body, query
 from app.models import Event
-from app.runtime import Runtime
 from app.secrets_at_rest import SecretBox
 from app.services import jobs, webhook_endpoints
 from app.services import webhook_deliveries as deliveries
@@ -30,11 +30,6 @@ from app.services import webhook_deliveries as deliveries
 blueprint = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 _SCOPE = "webhooks:manage"
 _TAGS = ("webhooks",)
-
-
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["triage"]
-    return runtime
 
 
 def _box() -> SecretBox:
@@ -73,7 +68,7 @@ def create_endpoint() -> tuple[Response, int, dict[str, str]]:
     """Register an endpoint; its URL must resolve to public addresses only."""
     values = body(s.EndpointIn).model_dump()
     made = guarded(lambda: webhook_endpoints.create(db(), _box(), values, organisation_id=_org(),
-                                                    allow_loopback=_runtime().settings.egress_allow_loopback))
+                                                    allow_loopback=app_runtime().settings.egress_allow_loopback))
     location = url_for("webhooks.get_endpoint", endpoint_id=made.endpoint.id)
     return jsonify(_endpoint(made.endpoint, s.EndpointCreated, secret=made.secret)), 201, {"Location": location}
 
@@ -111,7 +106,7 @@ def patch_endpoint(endpoint_id: int) -> Response:
     """Change URL, event types, description, enabled, rate limit or retry schedule."""
     values = body(s.EndpointPatch).model_dump(exclude_unset=True)
     row = guarded(lambda: webhook_endpoints.update(db(), endpoint_id, values, organisation_id=_org(),
-                                                   allow_loopback=_runtime().settings.egress_allow_loopback))
+                                                   allow_loopback=app_runtime().settings.egress_allow_loopback))
     return jsonify(_endpoint(row))
 
 
@@ -136,7 +131,7 @@ def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
 def rotate_secret(endpoint_id: int) -> Response:
     """During the overlap every delivery carries two signatures (new and old)."""
     params = body(s.RotateIn)
-    overlap = _runtime().settings.webhook_secret_overlap if params.overlap_seconds is None \
+    overlap = app_runtime().settings.webhook_secret_overlap if params.overlap_seconds is None \
         else params.overlap_seconds
     made = guarded(lambda: webhook_endpoints.rotate_secret(db(), _box(), endpoint_id, organisation_id=_org(),
                                                            overlap_seconds=overlap, now=datetime.now(UTC)))
