@@ -141,7 +141,10 @@ def digests(session: Session, now: datetime, windows: Windows = Windows()) -> in
                                 "scheduled_at": when.isoformat()})
                 elif when <= slot - windows.grace:
                     missed += 1
-        emissions.append(events.Emission(organisation_id, "reminder.medication_digest", f"{organisation_id}:{slot.isoformat()}",
+        # Keyed by the local wall slot, not the instant: a time-zone change later that day names
+        # the same slot at another instant, and must not send its digest again.
+        local = slot.astimezone(zone).replace(tzinfo=None).isoformat(timespec="minutes")
+        emissions.append(events.Emission(organisation_id, "reminder.medication_digest", f"{organisation_id}:{local}",
                                          {"slot": slot.astimezone(zone).isoformat(), "timezone": name,
                                           "doses_due": len(due), "doses_missed": missed,
                                           "due": due[:DIGEST_MAX_DOSES], "truncated": len(due) > DIGEST_MAX_DOSES}))

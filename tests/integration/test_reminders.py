@@ -162,6 +162,17 @@ def test_daily_digests_at_local_midnight_and_six_once_each(clean: Runtime, clini
     assert event.payload["doses_missed"] == 3  # 08:00, 12:00 and 20:00 local on Nov 30, the 24 h before
 
 
+def test_a_time_zone_change_does_not_send_a_days_digest_twice(clean: Runtime, clinic: Clinic) -> None:
+    def digest(now: datetime, zone: str) -> int:
+        with clean.sessions.begin() as session:
+            session.execute(update(Organisation).values(timezone=zone))
+            return reminders.digests(session, now)
+
+    assert digest(datetime(2026, 12, 1, 6, 30, tzinfo=UTC), "UTC") == 1  # 06:30 in UTC: the 06:00 digest
+    assert digest(datetime(2026, 12, 1, 7, 0, tzinfo=UTC), "Europe/Berlin") == 0  # 08:00 there: 06:00 was sent
+    assert digest(datetime(2026, 12, 1, 23, 30, tzinfo=UTC), "Europe/Berlin") == 1  # 00:30 on Dec 2: a new slot
+
+
 def test_inventory_low_and_expiring_once_a_day_with_an_alert_that_resolves(clean: Runtime, clinic: Clinic) -> None:
     today = date(2026, 11, 30)
     with clean.sessions.begin() as session:
