@@ -1,11 +1,12 @@
 """Where the HL7 path's time goes, in-process: the listener's `take()` and the transform job.
 
-    .venv/bin/python bench/profile_hl7.py [--messages 600] [--patients 100] [--cprofile /tmp/hl7]
+    .venv/bin/python bench/profile_hl7.py [--messages 600] [--patients 100] [--batch 1] [--worker]
+                                          [--cprofile /tmp/hl7]
 
 Resets the bench targets (as bench/hl7.py does), then, in this one process, with no worker and
-no socket: (1) takes `--messages` messages through `MllpListener.take` (store + ledger job +
-audit record, committed, ACK built), (2) runs `jobs.hl7_inbound.transform_message` on each
-stored message (claim/finish and RQ are not included), or with --worker through one burst
+no socket: (1) takes `--messages` messages through `MllpListener.take_many`, `--batch` at a time
+(store + ledger job + audit records, committed, ACKs built), (2) runs `jobs.hl7_inbound.transform_message`
+on each stored message (claim/finish and RQ are not included), or with --worker through one burst
 `TriageWorker` in this process (everything a worker does per job, but its ledger connection's
 statements are not counted). The messages
 are bench/hl7.py's: the AA fixture samples, unique MSH-10, `--patients` patient numbers.
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=600)
     parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--cprofile", default=None, help="file prefix for the profiles")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="frames per take_many call, as the listener groups frames that arrive together")
     parser.add_argument("--worker", action="store_true",
                         help="transform through a burst TriageWorker in this process (claim, RQ, finish included)")
     args = parser.parse_args()
@@ -128,7 +131,8 @@ def main() -> None:
     messages = [Frame(raw, len(raw)) for _, raw in make_messages(args.messages, args.patients)]
     meter = SqlMeter(rt)
     print(f"{load_note()}")
-    measure("take", messages, listener.take, meter, args.cprofile)
+    batches = [messages[i:i + args.batch] for i in range(0, len(messages), args.batch)]
+    measure("take", batches, listener.take_many, meter, args.cprofile, per=len(messages))
     with rt.engine.connect() as conn:
         ids = list(conn.execute(text("SELECT id FROM hl7_messages WHERE status = 'accepted' ORDER BY id")).scalars())
     if args.worker:

@@ -1,4 +1,4 @@
-"""HL7 inbound job kind: transform one stored message to FHIR R4 and store the resources.
+"""HL7 inbound job kinds: transform stored messages (one, or a batch) to FHIR R4 and store the resources.
 
 Idempotent: a processed message is skipped; resources are upserted under deterministic ids.
 A message that cannot be mapped fails permanently (status `failed` with the reason, in the dead
@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import cast
 from zoneinfo import ZoneInfo
 
+from rq.timeouts import BaseTimeoutException
 from sqlalchemy import BigInteger, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from app import fhir
 from app.models import Hl7Message, Job, MessageStatus, Organisation
 from app.runtime import Runtime, current
 from app.services import events, fhir_store, hl7_administrations, hl7_care, hl7_envelope
-from app.services.hl7_intake import TRANSFORM_KIND
+from app.services.hl7_intake import TRANSFORM_BATCH_KIND, TRANSFORM_KIND
 from jobs import auditing
 from jobs.attempts import attempt_of, running_job_id
 from jobs.errors import PermanentError
@@ -113,16 +114,17 @@ def _give_up(runtime: Runtime, message_id: int, exc: Exception) -> None:
             _fail(session, message, f"transform failed: {type(exc).__name__}")
 
 
-@job_kind(TRANSFORM_KIND, queue="hl7.inbound")
-def transform_message(message_id: int) -> None:
-    """Transform a stored message to FHIR (skipped once processed)."""
-    runtime = current()
+def _run(runtime: Runtime, message_id: int) -> str | None:
+    """Transform one message in its own transaction; why it cannot be mapped, or None.
+
+    Any other failure is raised (and retried); on the job's last attempt the message is left failed.
+    """
     started, last = time.perf_counter(), False
     try:
         with runtime.sessions.begin() as session:
             message, last = _load(session, message_id)
             if message is None or message.status not in _WAITING:
-                return
+                return None
             kind = f"{message.message_type}^{message.trigger}"
             failure, resources = _transform(session, message)
             patient = next((r.removeprefix("Patient/") for r in resources or () if r.startswith("Patient/")), None)
@@ -134,5 +136,39 @@ def transform_message(message_id: int) -> None:
             _give_up(runtime, message_id, exc)
         raise
     hl7_metrics.PROCESSING.labels(kind).observe(time.perf_counter() - started)
+    return failure
+
+
+@job_kind(TRANSFORM_KIND, queue="hl7.inbound")
+def transform_message(message_id: int) -> None:
+    """Transform a stored message to FHIR (skipped once processed)."""
+    failure = _run(current(), message_id)
     if failure is not None:
         raise PermanentError(f"HL7 message {message_id} cannot be mapped: {failure}")
+
+
+@job_kind(TRANSFORM_BATCH_KIND, queue="hl7.inbound")
+def transform_messages(message_ids: list[int]) -> None:
+    """Transform messages taken in together, each in its own transaction (those processed are skipped).
+
+    One message that fails does not hold back the others: all are tried, then the job fails with
+    the first error (retried; a rerun skips what was processed) or, when some cannot be mapped,
+    permanently (dead letters; requeued after a mapping fix, it transforms only those).
+    """
+    runtime = current()
+    unmapped: list[str] = []
+    error: Exception | None = None
+    for message_id in message_ids:
+        try:
+            failure = _run(runtime, message_id)
+        except BaseTimeoutException:  # the job's own deadline: stop here
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised below, once the other messages had their turn
+            error = error or exc
+            continue
+        if failure is not None:
+            unmapped.append(f"{message_id}: {failure}")
+    if error is not None:
+        raise error
+    if unmapped:
+        raise PermanentError(f"HL7 messages cannot be mapped: {'; '.join(unmapped)}")

@@ -1,7 +1,10 @@
 """`triage mllp`: the HL7 v2 MLLP listener (asyncio, many connections, many messages each).
 
 Each connection's messages are taken in order: the message and its transform job are committed
-in PostgreSQL (in a thread, so other connections go on), then the ACK is written. Never a
+in PostgreSQL, then the ACK is written. Commits are grouped: while one transaction runs (in a
+thread), the frames that arrive on other connections wait, and the next transaction takes them
+all with multi-row statements and one transform job (group commit, as PostgreSQL does with its
+WAL): no waiting when idle, few transactions when busy. Never a
 dropped connection or silence in place of an ACK: a database outage answers AE (send again),
 bad input AR. Idle connections are closed after `mllp_idle_timeout`. On SIGTERM the listener
 stops accepting, lets every connection finish the message in hand and send its ACK, then exits.
@@ -14,6 +17,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -26,47 +30,99 @@ from workers import hl7_metrics
 
 log = logging.getLogger(__name__)
 _READ_BYTES = 256 * 1024
+#: Most frames taken in one transaction.
+MAX_BATCH = 50
+#: How long a transaction waits for more frames when other connections are open (one sender waits not at all).
+LINGER_SECONDS = 0.001
 
 
 class MllpListener:
     """Serves MLLP connections until stopped."""
 
     def __init__(self, runtime: Runtime, organisation_id: int, policy: hl7_intake.Policy, *,
-                 idle_timeout: float, threads: int = 8, max_connections: int = 500) -> None:
+                 idle_timeout: float, committers: int = 1, max_connections: int = 500) -> None:
         self.runtime = runtime
         self.organisation_id = organisation_id
         self.policy = policy
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mllp-db")
+        self.committers = committers
+        self._executor = ThreadPoolExecutor(max_workers=committers, thread_name_prefix="mllp-db")
+        self._waiting: list[tuple[Frame, asyncio.Future[str]]] = []  # frames not yet taken, with their answers
+        self._arrived = asyncio.Event()
         self._idle: dict[asyncio.Task[None], bool] = {}  # open connection's task → waiting for bytes
         self._stopping = asyncio.Event()
 
     def take(self, received: Frame) -> str:
         """Store one message (committed before returning) and return its ACK; AE if the database fails."""
+        return self.take_many([received])[0]
+
+    def take_many(self, batch: list[Frame]) -> list[str]:
+        """Store messages in one transaction (committed before returning) and return their ACKs.
+
+        AE for all when the database fails; any other error is met message by message, so only
+        the message that causes it is answered AR.
+        """
         started = time.perf_counter()
         try:
             with self.runtime.sessions.begin() as session:
-                intake = hl7_intake.receive(session, received.data, organisation_id=self.organisation_id,
-                                            transport="mllp", policy=self.policy, size=received.size)
-                if intake.message_id is not None and not intake.duplicate:  # stored: raw HL7 is PHI
-                    audit.record(session, audit.AuditEntry(
-                        action="hl7_message.create", outcome={"AA": "success", "AE": "error"}.get(intake.code, "denied"),
-                        actor_type="system", actor_id="mllp", organisation_id=self.organisation_id,
-                        resource_type="Hl7Message", resource_id=str(intake.message_id)))
+                intakes = hl7_intake.receive_many(session, [(f.data, f.size) for f in batch],
+                                                  organisation_id=self.organisation_id, transport="mllp",
+                                                  policy=self.policy)
+                audit.record_many(session, [self._audit_entry(i) for i in intakes
+                                            if i.message_id is not None and not i.duplicate])
         except (OperationalError, InterfaceError) as exc:  # the database is unreachable: send it again later
-            log.warning("MLLP: message not stored (%s); answering AE", type(exc).__name__)
-            hl7_metrics.answered("", "mllp", "AE", "database_unavailable")
-            return hl7_intake.unavailable_ack(received.data)
+            log.warning("MLLP: %s message(s) not stored (%s); answering AE", len(batch), type(exc).__name__)
+            for _ in batch:
+                hl7_metrics.answered("", "mllp", "AE", "database_unavailable")
+            return [hl7_intake.unavailable_ack(f.data) for f in batch]
         except Exception as exc:  # anything else would fail again on a resend: AR, never silence
+            if len(batch) > 1:
+                return [ack for received in batch for ack in self.take_many([received])]
             log.exception("MLLP: message not stored (%s); answering AR", type(exc).__name__)
             hl7_metrics.answered("", "mllp", "AR", "internal_error")
-            return hl7_intake.failed_ack(received.data)
-        error = None if intake.code == "AA" else "rejected"
-        hl7_metrics.answered(intake.message_type, "mllp", intake.code, error)
-        log.info("HL7 message %s: %s %s in %.1f ms%s", intake.message_id, intake.message_type or "-", intake.code,
-                 (time.perf_counter() - started) * 1000, " (duplicate)" if intake.duplicate else "")
-        return intake.ack
+            return [hl7_intake.failed_ack(batch[0].data)]
+        elapsed = (time.perf_counter() - started) * 1000
+        for intake in intakes:
+            hl7_metrics.answered(intake.message_type, "mllp", intake.code, None if intake.code == "AA" else "rejected")
+            log.info("HL7 message %s: %s %s in %.1f ms (%s taken together)%s", intake.message_id,
+                     intake.message_type or "-", intake.code, elapsed, len(batch), " (duplicate)" if intake.duplicate else "")
+        return [intake.ack for intake in intakes]
+
+    def _audit_entry(self, intake: hl7_intake.Intake) -> audit.AuditEntry:
+        """The record of a stored message (raw HL7 is PHI)."""
+        return audit.AuditEntry(
+            action="hl7_message.create", outcome={"AA": "success", "AE": "error"}.get(intake.code, "denied"),
+            actor_type="system", actor_id="mllp", organisation_id=self.organisation_id,
+            resource_type="Hl7Message", resource_id=str(intake.message_id))
+
+    async def _answer(self, received: Frame) -> str:
+        """The ACK to a frame, once it is committed together with the frames that arrived meanwhile."""
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((received, answer))
+        self._arrived.set()
+        return await answer
+
+    async def _commit_loop(self) -> None:
+        """Take what waits, up to MAX_BATCH frames, in one transaction; meanwhile more arrive (group commit)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            if len(self._idle) > len(self._waiting):  # other connections may send in a moment: let them join
+                await asyncio.sleep(LINGER_SECONDS)
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            if not self._waiting:
+                self._arrived.clear()
+            if not batch:
+                continue
+            try:
+                acks = await loop.run_in_executor(self._executor, self.take_many, [f for f, _ in batch])
+            except Exception:  # a bug in take_many itself: answer AR rather than leave senders hanging
+                log.exception("MLLP: %s message(s) not stored; answering AR", len(batch))
+                acks = [hl7_intake.failed_ack(f.data) for f, _ in batch]
+            for (_, answer), ack in zip(batch, acks, strict=True):
+                if not answer.done():
+                    answer.set_result(ack)
 
     async def _read(self, reader: asyncio.StreamReader, task: asyncio.Task[None]) -> bytes:
         self._idle[task] = True
@@ -83,14 +139,13 @@ class MllpListener:
         self._idle[task] = False
         frames = FrameReader(self.policy.max_bytes)
         hl7_metrics.CONNECTIONS.inc()
-        loop = asyncio.get_running_loop()
         try:
             while not self._stopping.is_set():
                 chunk = await self._read(reader, task)
                 if not chunk:
                     break
                 for received in frames.feed(chunk):
-                    ack = await loop.run_in_executor(self._executor, self.take, received)
+                    ack = await self._answer(received)
                     writer.write(frame(ack.encode("utf-8")))
                     await writer.drain()
         except TimeoutError:
@@ -114,6 +169,7 @@ class MllpListener:
 
     async def serve(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         """Listen until SIGTERM/SIGINT, then drain."""
+        committing = [asyncio.create_task(self._commit_loop()) for _ in range(self.committers)]
         server = await asyncio.start_server(self._connection, host, port, ssl=tls, limit=_READ_BYTES)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,6 +182,8 @@ class MllpListener:
         busy = [t for t in self._idle]
         if busy:
             await asyncio.wait(busy, timeout=max(5.0, self.runtime.settings.drain_seconds))
+        for task in committing:
+            task.cancel()
         self._executor.shutdown(wait=True)
         log.info("MLLP: stopped")
 
@@ -157,4 +215,14 @@ def run_listener(runtime: Runtime) -> None:
                                reject_unsupported=s.hl7_reject_unsupported, allowed_senders=s.mllp_allowed_senders)
     listener = MllpListener(runtime.use(), organisation_id, policy, idle_timeout=s.mllp_idle_timeout,
                             max_connections=s.mllp_max_connections)
-    asyncio.run(listener.serve(s.mllp_host, s.mllp_port, tls_context(s.mllp_tls_cert, s.mllp_tls_key)))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(listener.serve(s.mllp_host, s.mllp_port, tls_context(s.mllp_tls_cert, s.mllp_tls_key)))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (not on Windows): the socket work of each message takes less CPU."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -9,11 +9,13 @@ database cannot be reached the boundary answers AE (`unavailable_ack`): the send
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Interval, Row, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import BigInteger, Table, any_, bindparam, insert, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.fhir.mapping import MAPPERS
@@ -22,10 +24,13 @@ from app.services import hl7_envelope as envelope
 from app.services import jobs
 
 TRANSFORM_KIND = "hl7.transform"
+#: The transform of several messages taken in together (the MLLP listener's group commit).
+TRANSFORM_BATCH_KIND = "hl7.transform_batch"
 #: Bytes of an oversize message kept for review (its header and start; the rest is not stored).
 OVERSIZE_KEPT = 64 * 1024
 #: Message types (MSH-9.1^MSH-9.2) that have a FHIR mapping.
 SUPPORTED = frozenset(MAPPERS)
+_SUPPORTED_TYPES = frozenset(t.split("^")[0] for t in SUPPORTED)
 
 
 @dataclass(frozen=True)
@@ -64,31 +69,10 @@ def _clean(value: str, limit: int) -> str:
 
 _MESSAGES = cast(Table, Hl7Message.__table__)
 #: Core statements, built once: the intake path writes a row per message and needs no ORM object.
-_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
-_SET_JOB = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(job_id=bindparam("job"))
-
-
-def _store(session: Session, organisation_id: int, transport: str, raw: bytes, size: int,
-           header: envelope.Header | None, charset: str, status: MessageStatus, ack: str,
-           error: str | None) -> int:
-    """Store the message as received, with what is answered; its id."""
-    h = header or envelope.Header(version="", processing_id="")
-    row = {"organisation_id": organisation_id, "transport": transport,
-           "sender": _clean(h.sender, 400) if header else "", "message_type": _clean(h.message_type, 20),
-           "trigger": _clean(h.trigger, 20), "version": _clean(h.version, 20),
-           "control_id": _clean(h.control_id, 200), "charset": charset, "raw": raw, "size": size,
-           "status": status.value, "ack": ack.replace("\x00", ""), "ack_code": envelope.ack_code(ack),
-           "error": _clean(error, 500) if error else None}
-    message_id: int = session.execute(_INSERT_MESSAGE, row).scalar_one()
-    return message_id
-
-
-def _reject(session: Session, organisation_id: int, transport: str, raw: bytes, size: int,
-            header: envelope.Header | None, error: envelope.EnvelopeError) -> Intake:
-    ack = envelope.build_ack(header, "AR", error=error)
-    message_id = _store(session, organisation_id, transport, raw, size, header, "", MessageStatus.REJECTED, ack,
-                        f"{error.code}: {error.text}")
-    return Intake(ack, "AR", message_id, None, message_type=header.type_code if header else "")
+#: Several rows in one statement, their ids in the order of the rows.
+_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_SET_JOB = (update(_MESSAGES).where(_MESSAGES.c.id == any_(bindparam("messages", type_=ARRAY(BigInteger))))
+            .values(job_id=bindparam("job")))
 
 
 def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
@@ -96,23 +80,146 @@ def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
         f"{header.sending_facility}" in allowed
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """How one message is answered and stored, before duplicates are looked for."""
+
+    raw: bytes
+    size: int
+    header: envelope.Header | None
+    status: MessageStatus
+    ack: str
+    code: str
+    charset: str = ""
+    error: str | None = None
+    screened: bool = False  # passed the envelope and sender checks: a repeat gets the earlier answer
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Sender and control id as stored and compared."""
+        assert self.header is not None
+        return _clean(self.header.sender, 400), _clean(self.header.control_id, 200)
+
+
+def _refused(raw: bytes, size: int, header: envelope.Header | None, error: envelope.EnvelopeError,
+             screened: bool = False) -> _Verdict:
+    return _Verdict(raw, size, header, MessageStatus.REJECTED, envelope.build_ack(header, "AR", error=error), "AR",
+                    error=f"{error.code}: {error.text}", screened=screened)
+
+
+def _judge(raw: bytes, size: int, policy: Policy) -> _Verdict:
+    """The answer to one message on its own (no database): AR for what fails acceptance, else AA."""
+    if size > policy.max_bytes:
+        error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR,
+                                       f"The message exceeds the maximum size of {policy.max_bytes} bytes.")
+        return _refused(raw[:OVERSIZE_KEPT], size, _header(raw), error)
+    try:
+        opened = envelope.open_envelope(raw)
+    except envelope.EnvelopeError as refused:
+        return _refused(raw, size, _header(raw), refused)
+    header = opened.header
+    if not _allowed(header, policy.allowed_senders):
+        error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR, "The sender is not allowed.", "MSH^1^4")
+        return _refused(raw, size, header, error)
+    if header.type_code in SUPPORTED:
+        status = MessageStatus.ACCEPTED
+    elif policy.reject_unsupported:
+        code = envelope.UNSUPPORTED_MESSAGE_TYPE if header.message_type not in _SUPPORTED_TYPES \
+            else envelope.UNSUPPORTED_EVENT_CODE
+        error = envelope.EnvelopeError(code, f"Message type {header.type_code} is not accepted.", "MSH^1^9")
+        return _refused(raw, size, header, error, screened=True)
+    else:
+        status = MessageStatus.UNSUPPORTED
+    return _Verdict(raw, size, header, status, envelope.build_ack(header, "AA"), "AA", opened.charset, screened=True)
+
+
 #: Serialises intake per sender + control id, so a duplicate sent twice at once is stored once.
-_LOCK_CONTROL_ID = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-#: The latest copy of a message within the duplicate window: what was answered (built once).
-_PREVIOUS = (select(Hl7Message.id, Hl7Message.ack, Hl7Message.ack_code, Hl7Message.job_id)
-             .where(Hl7Message.organisation_id == bindparam("organisation_id"), Hl7Message.sender == bindparam("sender"),
-                    Hl7Message.control_id == bindparam("control_id"),
-                    Hl7Message.received_at > func.now() - bindparam("window", type_=Interval))
-             .order_by(Hl7Message.id.desc()).limit(1))
+#: The keys come sorted: two batches sharing keys take them in the same order (no deadlock).
+_LOCK_CONTROL_IDS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
+                         "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
+#: The latest copy of each (sender, control id) received within the duplicate window: what was answered.
+_PREVIOUS = text(
+    """
+    SELECT DISTINCT ON (m.sender, m.control_id) m.sender, m.control_id, m.id, m.ack, m.ack_code, m.job_id
+    FROM unnest(CAST(:senders AS text[]), CAST(:control_ids AS text[])) AS k(sender, control_id)
+    JOIN hl7_messages m ON m.organisation_id = :organisation_id AND m.sender = k.sender
+        AND m.control_id = k.control_id AND m.received_at > now() - CAST(:window AS interval)
+    ORDER BY m.sender, m.control_id, m.id DESC
+    """
+)
 
 
-def _previous(session: Session, organisation_id: int, header: envelope.Header,
-              window: float) -> Row[int, str, str, int | None] | None:
-    """The earlier copy of this message within the window (serialised per sender + control id)."""
-    sender, control_id = _clean(header.sender, 400), _clean(header.control_id, 200)
-    session.execute(_LOCK_CONTROL_ID, {"key": f"hl7:{organisation_id}:{sender}:{control_id}"})
-    return session.execute(_PREVIOUS, {"organisation_id": organisation_id, "sender": sender, "control_id": control_id,
-                                       "window": timedelta(seconds=window)}).first()
+def _previous(session: Session, organisation_id: int, keys: set[tuple[str, str]],
+              window: float) -> dict[tuple[str, str], Intake]:
+    """The earlier answers to these (sender, control id) pairs within the window, locked against a concurrent copy."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    session.execute(_LOCK_CONTROL_IDS, {"keys": [f"hl7:{organisation_id}:{s}:{c}" for s, c in ordered]})
+    rows = session.execute(_PREVIOUS, {"senders": [s for s, _ in ordered], "control_ids": [c for _, c in ordered],
+                                       "organisation_id": organisation_id, "window": timedelta(seconds=window)})
+    return {(r.sender, r.control_id): Intake(r.ack, r.ack_code, r.id, r.job_id, duplicate=True) for r in rows}
+
+
+def _row(organisation_id: int, transport: str, verdict: _Verdict) -> dict[str, object]:
+    h = verdict.header or envelope.Header(version="", processing_id="")
+    return {"organisation_id": organisation_id, "transport": transport,
+            "sender": _clean(h.sender, 400) if verdict.header else "", "message_type": _clean(h.message_type, 20),
+            "trigger": _clean(h.trigger, 20), "version": _clean(h.version, 20),
+            "control_id": _clean(h.control_id, 200), "charset": verdict.charset, "raw": verdict.raw,
+            "size": verdict.size, "status": verdict.status.value, "ack": verdict.ack.replace("\x00", ""),
+            "ack_code": verdict.code, "error": _clean(verdict.error, 500) if verdict.error else None}
+
+
+def _queue(session: Session, organisation_id: int, message_ids: list[int]) -> int | None:
+    """One transform job for the accepted messages (a batch job for several); its ledger id."""
+    if not message_ids:
+        return None
+    if len(message_ids) == 1:
+        job = jobs.submit(session, TRANSFORM_KIND, message_ids[0], organisation_id=organisation_id)
+    else:
+        job = jobs.submit(session, TRANSFORM_BATCH_KIND, message_ids, organisation_id=organisation_id)
+    session.execute(_SET_JOB, {"messages": message_ids, "job": job.id})
+    return job.id
+
+
+def receive_many(session: Session, received: Sequence[tuple[bytes, int]], *, organisation_id: int, transport: str,
+                 policy: Policy) -> list[Intake]:
+    """Judge, store and queue several messages (raw, size received) in a few statements; the ACKs to send after commit.
+
+    The same as `receive` for each message in turn: a repeat of an earlier message, or of one
+    before it in this batch, gets that message's answer and is not stored again. The accepted
+    messages share one transform job.
+    """
+    verdicts = [_judge(raw, size, policy) for raw, size in received]
+    earlier = _previous(session, organisation_id, {v.key for v in verdicts if v.screened},
+                        policy.duplicate_window_seconds)
+    stored: list[int] = []  # indexes of the verdicts to store
+    repeats: dict[int, int] = {}  # index of a repeat within the batch → index of its first copy
+    first: dict[tuple[str, str], int] = {}
+    for i, verdict in enumerate(verdicts):
+        if verdict.screened and (verdict.key in earlier or verdict.key in first):
+            if verdict.key not in earlier:
+                repeats[i] = first[verdict.key]
+            continue
+        if verdict.screened:
+            first[verdict.key] = i
+        stored.append(i)
+    rows = [_row(organisation_id, transport, verdicts[i]) for i in stored]
+    ids: list[int] = list(session.execute(_INSERT_MESSAGES, rows).scalars()) if rows else []
+    message_of = dict(zip(stored, ids))
+    job_id = _queue(session, organisation_id,
+                    [message_of[i] for i in stored if verdicts[i].status is MessageStatus.ACCEPTED])
+    answers: list[Intake] = []
+    for i, verdict in enumerate(verdicts):
+        message_type = verdict.header.type_code if verdict.header else ""
+        if i in message_of:
+            queued = job_id if verdict.status is MessageStatus.ACCEPTED else None
+            answers.append(Intake(verdict.ack, verdict.code, message_of[i], queued, message_type=message_type))
+        else:
+            original = earlier.get(verdict.key) or answers[repeats[i]]
+            answers.append(replace(original, duplicate=True, message_type=message_type))
+    return answers
 
 
 def receive(session: Session, raw: bytes, *, organisation_id: int, transport: str, policy: Policy,
@@ -121,39 +228,8 @@ def receive(session: Session, raw: bytes, *, organisation_id: int, transport: st
 
     `size` is the full size when `raw` was cut at the size limit (then the answer is AR).
     """
-    size = len(raw) if size is None else size
-    if size > policy.max_bytes:
-        error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR,
-                                       f"The message exceeds the maximum size of {policy.max_bytes} bytes.")
-        return _reject(session, organisation_id, transport, raw[:OVERSIZE_KEPT], size, _header(raw), error)
-    try:
-        opened = envelope.open_envelope(raw)
-    except envelope.EnvelopeError as refused:
-        return _reject(session, organisation_id, transport, raw, size, _header(raw), refused)
-    header = opened.header
-    if not _allowed(header, policy.allowed_senders):
-        error = envelope.EnvelopeError(envelope.APPLICATION_INTERNAL_ERROR, "The sender is not allowed.", "MSH^1^4")
-        return _reject(session, organisation_id, transport, raw, size, header, error)
-    earlier = _previous(session, organisation_id, header, policy.duplicate_window_seconds)
-    if earlier is not None:
-        return Intake(earlier.ack, earlier.ack_code, earlier.id, earlier.job_id, duplicate=True,
-                      message_type=header.type_code)
-    if header.type_code not in SUPPORTED:
-        if policy.reject_unsupported:
-            code = envelope.UNSUPPORTED_MESSAGE_TYPE if header.message_type not in {t.split("^")[0] for t in SUPPORTED} \
-                else envelope.UNSUPPORTED_EVENT_CODE
-            error = envelope.EnvelopeError(code, f"Message type {header.type_code} is not accepted.", "MSH^1^9")
-            return _reject(session, organisation_id, transport, raw, size, header, error)
-        ack = envelope.build_ack(header, "AA")
-        message_id = _store(session, organisation_id, transport, raw, size, header, opened.charset,
-                            MessageStatus.UNSUPPORTED, ack, None)
-        return Intake(ack, "AA", message_id, None, message_type=header.type_code)
-    ack = envelope.build_ack(header, "AA")
-    message_id = _store(session, organisation_id, transport, raw, size, header, opened.charset,
-                        MessageStatus.ACCEPTED, ack, None)
-    job = jobs.submit(session, TRANSFORM_KIND, message_id, organisation_id=organisation_id)
-    session.execute(_SET_JOB, {"message": message_id, "job": job.id})
-    return Intake(ack, "AA", message_id, job.id, message_type=header.type_code)
+    return receive_many(session, [(raw, len(raw) if size is None else size)], organisation_id=organisation_id,
+                        transport=transport, policy=policy)[0]
 
 
 def failed_ack(raw: bytes) -> str:

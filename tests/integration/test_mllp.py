@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 from app.mllp_frames import FrameReader, frame
 from app.models import Hl7Message
 from app.runtime import Runtime
-from tests.conftest import Processes
+from tests.conftest import Processes, wait_for
 from tests.integration.api.test_outages import throwaway  # noqa: F401 - the fixture
 from tests.support.hl7_samples import expected_acks, sample
 from tests.support.mllp import connected, msa, wait_for_port
@@ -126,6 +126,8 @@ def test_many_connections_at_once(procs: Processes, clean: Runtime) -> None:
         results = list(pool.map(sender, range(20)))
     assert all(codes == ["AA"] * 5 for codes in results)
     assert len(messages(clean)) == 100
+    procs.worker("hl7.inbound")  # the frames taken together share transform jobs: each message is processed
+    wait_for(lambda: all(m.status == "processed" for m in messages(clean)), timeout=60, what="every transform")
 
 
 def test_idle_connections_are_closed(procs: Processes, clean: Runtime) -> None:

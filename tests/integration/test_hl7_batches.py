@@ -1,0 +1,119 @@
+"""Messages taken in together (the MLLP listener's group commit) and their shared transform job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from app import fhir
+from app.mllp_frames import Frame
+from app.models import Hl7Message, Job
+from app.runtime import Runtime
+from app.services import hl7_intake
+from jobs import hl7_inbound
+from jobs.errors import PermanentError
+from tests.support.mllp import msa
+from workers.mllp import MllpListener
+
+ADT = "MSH|^~\\&|APP|FAC|TRIAGE|HOSP|20260101120000||ADT^A01|{control}|P|2.5\rPID|1||{mrn}^^^MRN^MR||DOE^JOHN||19800101|M"
+POLICY = hl7_intake.Policy(max_bytes=100_000, duplicate_window_seconds=3600)
+
+
+def adt(control: str, mrn: str = "1") -> Frame:
+    raw = ADT.format(control=control, mrn=mrn).encode()
+    return Frame(raw, len(raw))
+
+
+@pytest.fixture()
+def listener(clean: Runtime, org_id: int) -> MllpListener:
+    return MllpListener(clean.use(), org_id, POLICY, idle_timeout=5)
+
+
+def stored(runtime: Runtime) -> list[Hl7Message]:
+    with runtime.sessions() as session:
+        return list(session.scalars(select(Hl7Message).order_by(Hl7Message.id)))
+
+
+def jobs(runtime: Runtime) -> list[tuple[str, list[Any]]]:
+    with runtime.sessions() as session:
+        return [(j.kind, j.arguments) for j in session.scalars(select(Job).order_by(Job.id))]
+
+
+def test_frames_taken_together_share_one_transaction_and_one_transform_job(listener: MllpListener,
+                                                                          clean: Runtime) -> None:
+    acks = listener.take_many([adt("A"), adt("B", "2"), Frame(b"not hl7", 7), adt("C", "3")])
+    assert [msa(ack)[1:3] for ack in acks[:2] + acks[3:]] == [["AA", "A"], ["AA", "B"], ["AA", "C"]]
+    assert msa(acks[2])[1] == "AR"
+    messages = stored(clean)
+    assert [m.status for m in messages] == ["accepted", "accepted", "rejected", "accepted"]
+    accepted = [m.id for m in messages if m.status == "accepted"]
+    assert jobs(clean) == [("hl7.transform_batch", [accepted])]
+    assert {m.job_id for m in messages if m.status == "accepted"} == {1} and messages[2].job_id is None
+    assert clean.redis.llen("rq:queue:hl7.inbound") == 1  # pushed once the transaction committed
+    with clean.engine.connect() as conn:
+        audited = conn.execute(text("SELECT resource_id, outcome FROM audit_events ORDER BY seq")).all()
+    assert [tuple(r) for r in audited] == [(str(m.id), "denied" if m.status == "rejected" else "success")
+                                           for m in messages]
+
+
+def test_a_repeat_in_the_same_batch_or_after_it_gets_the_first_answer(listener: MllpListener, clean: Runtime) -> None:
+    first, again = listener.take_many([adt("SAME"), adt("SAME")])
+    assert first == again and msa(first)[1] == "AA"
+    assert listener.take_many([adt("SAME"), adt("OTHER")])[0] == first
+    assert [m.control_id for m in stored(clean)] == ["SAME", "OTHER"]
+    assert [kind for kind, _ in jobs(clean)] == ["hl7.transform", "hl7.transform"]  # one accepted each time
+
+
+def test_an_unexpected_error_answers_ar_for_its_own_message_only(listener: MllpListener, clean: Runtime,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    judge = hl7_intake._judge
+
+    def failing(raw: bytes, size: int, policy: hl7_intake.Policy) -> Any:
+        if b"|BAD|" in raw:
+            raise RuntimeError("a bug")
+        return judge(raw, size, policy)
+
+    monkeypatch.setattr(hl7_intake, "_judge", failing)
+    acks = listener.take_many([adt("OK1"), adt("BAD"), adt("OK2", "2")])
+    assert [msa(ack)[1:3] for ack in acks] == [["AA", "OK1"], ["AR", "BAD"], ["AA", "OK2"]]
+    assert [m.control_id for m in stored(clean)] == ["OK1", "OK2"]
+
+
+def test_a_batch_job_transforms_every_message_and_dead_letters_only_for_the_unmappable(
+        listener: MllpListener, clean: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener.take_many([adt("M1"), adt("M2", "2"), adt("M3", "3")])
+    ids = [m.id for m in stored(clean)]
+    transform = fhir.transform
+
+    def unmappable_m2(er7: str, zone: Any = None) -> fhir.MappingResult:
+        if "|M2|" in er7:
+            raise fhir.MappingError("PID-3 has no usable identifier")
+        return transform(er7, zone)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fhir, "transform", unmappable_m2)
+        with pytest.raises(PermanentError, match=f"{ids[1]}: PID-3"):
+            hl7_inbound.transform_messages(ids)
+    assert [m.status for m in stored(clean)] == ["processed", "failed", "processed"]
+    hl7_inbound.transform_messages(ids)  # requeued after the mapping is fixed: only the failed one is redone
+    after = stored(clean)
+    assert [m.status for m in after] == ["processed"] * 3 and after[1].resources
+
+
+def test_a_batch_job_tries_every_message_before_raising_an_error_to_be_retried(
+        listener: MllpListener, clean: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener.take_many([adt("E1"), adt("E2", "2")])
+    ids = [m.id for m in stored(clean)]
+    transform = hl7_inbound._transform
+
+    def outage_on_first(session: Any, message: Any) -> Any:
+        if message.id == ids[0]:
+            raise ConnectionError("database went away")
+        return transform(session, message)
+
+    monkeypatch.setattr(hl7_inbound, "_transform", outage_on_first)
+    with pytest.raises(ConnectionError):
+        hl7_inbound.transform_messages(ids)
+    assert [m.status for m in stored(clean)] == ["accepted", "processed"]
