@@ -6,9 +6,9 @@ Starts one `triage mllp` listener on a free port of 127.0.0.1 and `--workers` (2
 --child hl7.inbound` processes, waits until they are up, then `--senders` threads each open their own
 connection and send their share of `--messages` one after another, waiting for each ACK. The
 messages cycle through the fixture samples that a receiver answers AA (tests/fixtures/hl7/
-expected.tsv), each with a unique MSH-10 and every PID-2/3/4 identifier suffixed with one of
-`--patients` patient numbers (so patient matching updates existing Patients as well as creating
-them). Prints: messages/s end to end (first send → every `hl7_messages` row `processed`, polled),
+expected.tsv), each with a unique MSH-10 and every PID-2/3/4 identifier, order, visit, appointment
+and document number suffixed with one of `--patients` patient numbers (so patient matching updates
+existing Patients as well as creating them, and each patient has their own orders). Prints: messages/s end to end (first send → every `hl7_messages` row `processed`, polled),
 ACK latency p50/p95/p99 (send → ACK read) and ACKs/s, whether the 10,000 messages/minute target
 is met, the ACK codes and the count processed (must equal the count sent: no AE/AR, no failures),
 and the CPU used by the listener, the workers and their PostgreSQL backends (cores, via psutil).
@@ -67,16 +67,23 @@ def load_samples() -> list[bytes]:
     return [(FIXTURES / name).read_bytes().removeprefix(b"\xef\xbb\xbf") for name, code, *_ in rows if code == "AA"]
 
 
+#: The fields that name a patient's own things: PID-2..4 (identifiers), placer/filler order numbers
+#: (ORC-2/3, OBR-2/3), the visit number (PV1-19), appointment ids (SCH-1/2), the document number (TXA-12).
+PATIENT_FIELDS = {b"PID": (2, 3, 4), b"ORC": (2, 3), b"OBR": (2, 3), b"PV1": (19,), b"SCH": (1, 2), b"TXA": (12,)}
+
+
 def rewrite(sample: bytes, control_id: str, patient: str) -> bytes:
-    """The sample with MSH-10 = control_id and each PID-2/3/4 repetition's first component suffixed `-patient`."""
+    """The sample with MSH-10 = control_id and the first component of each repetition of the
+    PATIENT_FIELDS suffixed `-patient`: each patient has their own orders, visits and documents, as in
+    real traffic (else every copy of a sample would rewrite one DiagnosticReport, whoever it is about)."""
     sep, comp, rep = sample[3:4], sample[4:5], sample[5:6]
     parts = _LINE_ENDS.split(sample)
     for i, segment in enumerate(parts):
         fields = segment.split(sep)
         if fields[0] == b"MSH":
             fields[9] = control_id.encode()
-        elif fields[0] == b"PID":
-            for n in range(2, min(5, len(fields))):  # PID-2..4: every one is a Patient identifier
+        for n in PATIENT_FIELDS.get(fields[0], ()):
+            if n < len(fields):
                 reps = [r.split(comp, 1) for r in fields[n].split(rep)]
                 fields[n] = rep.join(comp.join([r[0] + b"-" + patient.encode() if r[0] else r[0], *r[1:]])
                                      for r in reps)

@@ -129,9 +129,12 @@ def record(session: Session, entry: AuditEntry) -> None:
 
 
 def record_many(session: Session, entries: Sequence[AuditEntry]) -> None:
-    """Append several records with one multi-row INSERT, chained in the given order."""
+    """Append several records with one multi-row INSERT, chained in the given order.
+
+    The cached statement is executed with a parameter set per record: SQLAlchemy's "insertmanyvalues"
+    sends them as one `INSERT … VALUES (…), (…)` in that order, without compiling it anew each time."""
     if entries:
-        session.execute(insert(AuditEvent).values([_values(e) for e in entries]))
+        session.execute(_INSERT, [_values(e) for e in entries])
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -18,6 +18,9 @@ _EVENTS = cast(Table, Event.__table__)
 _INSERT = {deliver: insert(_EVENTS).values(dispatched_at=func.now() if deliver else None)
            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_EVENTS.c.id)
            for deliver in (True, False)}
+#: emit_many's INSERT, executed with a parameter set per event: one multi-row statement ("insertmanyvalues").
+_INSERT_MANY = (insert(_EVENTS).values(dispatched_at=func.now()).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(_EVENTS.c.id, _EVENTS.c.organisation_id, _EVENTS.c.type))
 
 
 def emit(session: Session, *, organisation_id: int, type: str, subject: str, payload: dict[str, Any],
@@ -51,10 +54,8 @@ def emit_many(session: Session, emissions: list[Emission], *, chunk: int = 1000)
     new: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for start in range(0, len(emissions), chunk):
         rows = [{"organisation_id": e.organisation_id, "type": e.type, "dedupe_key": f"{e.type}:{e.subject}",
-                 "payload": {"type": e.type, **e.payload}, "dispatched_at": func.now()}
-                for e in emissions[start : start + chunk]]
-        inserted = session.execute(insert(Event).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
-                                   .returning(Event.id, Event.organisation_id, Event.type))
+                 "payload": {"type": e.type, **e.payload}} for e in emissions[start : start + chunk]]
+        inserted = cast(list[tuple[int, int, str]], session.execute(_INSERT_MANY, rows).all())
         for event_id, organisation_id, kind in inserted:
             new[organisation_id].append((event_id, kind))
     for organisation_id, created in new.items():

@@ -33,7 +33,7 @@ _TABLE = cast(Table, FhirResource.__table__)
 #: writes `resource['identifier']` (PostgreSQL 14 subscripting), which the index does not match:
 #: every search then reads and parses every stored resource of the organisation.
 IDENTIFIERS = FhirResource.resource.op("->", return_type=JSONB)(literal_column("'identifier'"))
-#: The advisory locks of a Patient's identifiers, taken one after another in the order given.
+#: Advisory locks (a Patient's identifiers …), taken one after another in the order given.
 _LOCK_KEYS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 1)) "
                   "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
 
@@ -112,12 +112,20 @@ def _rewrite(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def _lock_identities(session: Session, organisation_id: int, patient: dict[str, Any]) -> None:
-    """Serialise messages about the same person (by identifier, in a fixed order), so two workers
-    never both create a Patient for someone new. One statement takes every lock, in array order."""
-    keys = sorted(f"fhir-patient:{organisation_id}:{i['system']}|{i['value']}" for i in _identifiers(patient))
+def lock_keys(organisation_id: int, resources: list[dict[str, Any]], patient_id: str | None) -> list[str]:
+    """What a message's save must lock: its Patient's identifiers (system + value) and its other resources."""
+    return [f"fhir-patient:{organisation_id}:{i['system']}|{i['value']}" for resource in resources
+            if resource["resourceType"] == "Patient" and resource["id"] == patient_id
+            for i in _identifiers(resource)] + \
+        [f"fhir-resource:{organisation_id}:{r['resourceType']}/{r['id']}" for r in resources
+         if r["resourceType"] != "Patient"]
+
+
+def lock(session: Session, keys: list[str]) -> None:
+    """Take these advisory locks until the transaction ends, in one statement and in sorted order:
+    everyone takes shared keys in the same order, so two writers never wait for each other."""
     if keys:
-        session.execute(_LOCK_KEYS, {"keys": keys})
+        session.execute(_LOCK_KEYS, {"keys": sorted(keys)})
 
 
 def _concerns(resource: dict[str, Any], patient_ref: str | None) -> bool:
@@ -131,19 +139,24 @@ def _concerns(resource: dict[str, Any], patient_ref: str | None) -> bool:
 
 
 def save(session: Session, organisation_id: int, resources: list[dict[str, Any]], patient_id: str | None,
-         message_id: int) -> list[str]:
+         message_id: int, *, locked: bool = False) -> list[str]:
     """Upsert a message's resources; their `Type/id` references as stored.
 
-    A resource last written from a later message is left as it is: workers may process messages
-    out of order, and an old update must not overwrite a newer one.
+    Messages about the same person are serialised by advisory locks on the Patient's identifiers,
+    so two workers never both create a Patient for someone new, and messages writing the same
+    resource by locks on its id, taken first and in one sorted order, so two transactions never
+    wait for each other's rows (`locked`: the caller holds `lock_keys` already). A resource last
+    written from a later message is left as it is: workers may process messages out of order,
+    and an old update must not overwrite a newer one.
     """
+    if not locked:
+        lock(session, lock_keys(organisation_id, resources, patient_id))
     # A private copy to rewrite: only top-level keys are assigned below, and `_rewrite` builds new
     # containers, so the caller's resources are never changed.
     resources = [dict(resource) for resource in resources]
     stored_patient = patient_id
     for resource in resources:
         if resource["resourceType"] == "Patient" and resource["id"] == patient_id:
-            _lock_identities(session, organisation_id, resource)
             existing = _match_patient(session, organisation_id, resource)
             if existing is not None:
                 stored_patient, known = existing

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import BigInteger, Table, any_, bindparam, insert, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
 from app.fhir.mapping import MAPPERS
@@ -69,10 +68,11 @@ def _clean(value: str, limit: int) -> str:
 
 _MESSAGES = cast(Table, Hl7Message.__table__)
 #: Core statements, built once: the intake path writes a row per message and needs no ORM object.
-#: Several rows in one statement, their ids in the order of the rows.
-_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
-_SET_JOB = (update(_MESSAGES).where(_MESSAGES.c.id == any_(bindparam("messages", type_=ARRAY(BigInteger))))
-            .values(job_id=bindparam("job")))
+#: Ids for the messages about to be stored: the job that names them is written before them, so
+#: they are inserted with it (no UPDATE of the indexed job_id afterwards).
+_NEW_IDS = text("SELECT nextval(pg_get_serial_sequence('hl7_messages', 'id')) FROM generate_series(1, :n)")
+#: Executed with a parameter set per message: one multi-row INSERT ("insertmanyvalues").
+_INSERT_MESSAGES = insert(_MESSAGES)
 
 
 def _allowed(header: envelope.Header, allowed: frozenset[str]) -> bool:
@@ -138,13 +138,17 @@ def _judge(raw: bytes, size: int, policy: Policy) -> _Verdict:
 _LOCK_CONTROL_IDS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
                          "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
 #: The latest copy of each (sender, control id) received within the duplicate window: what was answered.
+#: One index probe per pair (LATERAL … LIMIT 1 in the duplicates index's order): a join lets the
+#: planner sort every message of the organisation in the window (it did, with a new organisation's statistics).
 _PREVIOUS = text(
     """
-    SELECT DISTINCT ON (m.sender, m.control_id) m.sender, m.control_id, m.id, m.ack, m.ack_code, m.job_id
+    SELECT k.sender, k.control_id, p.id, p.ack, p.ack_code, p.job_id
     FROM unnest(CAST(:senders AS text[]), CAST(:control_ids AS text[])) AS k(sender, control_id)
-    JOIN hl7_messages m ON m.organisation_id = :organisation_id AND m.sender = k.sender
-        AND m.control_id = k.control_id AND m.received_at > now() - CAST(:window AS interval)
-    ORDER BY m.sender, m.control_id, m.id DESC
+    CROSS JOIN LATERAL (
+        SELECT m.id, m.ack, m.ack_code, m.job_id FROM hl7_messages m
+        WHERE m.organisation_id = :organisation_id AND m.sender = k.sender AND m.control_id = k.control_id
+            AND m.received_at > now() - CAST(:window AS interval)
+        ORDER BY m.received_at DESC, m.id DESC LIMIT 1) AS p
     """
 )
 
@@ -176,11 +180,8 @@ def _queue(session: Session, organisation_id: int, message_ids: list[int]) -> in
     if not message_ids:
         return None
     if len(message_ids) == 1:
-        job = jobs.submit(session, TRANSFORM_KIND, message_ids[0], organisation_id=organisation_id)
-    else:
-        job = jobs.submit(session, TRANSFORM_BATCH_KIND, message_ids, organisation_id=organisation_id)
-    session.execute(_SET_JOB, {"messages": message_ids, "job": job.id})
-    return job.id
+        return jobs.accept(session, TRANSFORM_KIND, message_ids[0], organisation_id=organisation_id).id
+    return jobs.accept(session, TRANSFORM_BATCH_KIND, message_ids, organisation_id=organisation_id).id
 
 
 def receive_many(session: Session, received: Sequence[tuple[bytes, int]], *, organisation_id: int, transport: str,
@@ -205,11 +206,14 @@ def receive_many(session: Session, received: Sequence[tuple[bytes, int]], *, org
         if verdict.screened:
             first[verdict.key] = i
         stored.append(i)
-    rows = [_row(organisation_id, transport, verdicts[i]) for i in stored]
-    ids: list[int] = list(session.execute(_INSERT_MESSAGES, rows).scalars()) if rows else []
+    ids: list[int] = sorted(session.execute(_NEW_IDS, {"n": len(stored)}).scalars()) if stored else []
     message_of = dict(zip(stored, ids))
     job_id = _queue(session, organisation_id,
                     [message_of[i] for i in stored if verdicts[i].status is MessageStatus.ACCEPTED])
+    if stored:
+        session.execute(_INSERT_MESSAGES, [
+            {**_row(organisation_id, transport, verdicts[i]), "id": message_of[i],
+             "job_id": job_id if verdicts[i].status is MessageStatus.ACCEPTED else None} for i in stored])
     answers: list[Intake] = []
     for i, verdict in enumerate(verdicts):
         message_type = verdict.header.type_code if verdict.header else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -106,14 +107,26 @@ def test_a_batch_job_tries_every_message_before_raising_an_error_to_be_retried(
         listener: MllpListener, clean: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     listener.take_many([adt("E1"), adt("E2", "2")])
     ids = [m.id for m in stored(clean)]
-    transform = hl7_inbound._transform
+    store = hl7_inbound._store
 
-    def outage_on_first(session: Any, message: Any) -> Any:
+    def outage_on_first(session: Any, message: Any, result: Any) -> Any:
         if message.id == ids[0]:
             raise ConnectionError("database went away")
-        return transform(session, message)
+        return store(session, message, result)
 
-    monkeypatch.setattr(hl7_inbound, "_transform", outage_on_first)
+    monkeypatch.setattr(hl7_inbound, "_store", outage_on_first)
     with pytest.raises(ConnectionError):
         hl7_inbound.transform_messages(ids)
     assert [m.status for m in stored(clean)] == ["accepted", "processed"]
+
+
+def test_batches_about_the_same_people_at_once_make_one_patient_each(listener: MllpListener, clean: Runtime) -> None:
+    listener.take_many([adt(f"X{i}", mrn) for i, mrn in enumerate("ABCDDCBA")])
+    ids = [m.id for m in stored(clean)]
+    batches = [ids[:4], ids[4:]]  # the same four people, in opposite orders
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(hl7_inbound.transform_messages, batches))
+    assert {m.status for m in stored(clean)} == {"processed"}
+    with clean.engine.connect() as conn:
+        patients = conn.execute(text("SELECT count(*) FROM fhir_resources WHERE resource_type = 'Patient'")).scalar()
+    assert patients == 4
