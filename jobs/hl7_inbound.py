@@ -133,8 +133,9 @@ def _transform(session: Session, messages: list[_Message]) -> dict[int, str]:
     """Map and store the messages in the caller's transaction; why each one that cannot be mapped cannot.
 
     The locks of every message's save (its person, its resources) are taken first, all together
-    in one sorted order: two transactions that write the same person or resource never hold rows
-    the other one waits for (no deadlock), and those that don't share any run side by side.
+    in one sorted order: two transactions that write the same person or resource queue instead of
+    deadlocking on those rows, and those that share none run side by side. (Rows the keys do not
+    cover can still deadlock, rarely: PostgreSQL detects it and the batch is redone one by one.)
     """
     mapped = [(message, _map(message)) for message in messages]
     fhir_store.lock(session, list({key for m, r in mapped if not isinstance(r, Exception)
@@ -160,17 +161,21 @@ def _transform(session: Session, messages: list[_Message]) -> dict[int, str]:
     return unmapped
 
 
-def _give_up(runtime: Runtime, message_ids: list[int], exc: Exception) -> None:
+def _give_up(runtime: Runtime, message_ids: list[int], exc: BaseException, *, if_last: bool = False) -> None:
+    """Leave the messages still waiting failed (the job's last attempt failed; `if_last`: check that it is)."""
     with runtime.sessions.begin() as session:
-        messages, _ = _load(session, message_ids)
+        messages, last = _load(session, message_ids)
+        if if_last and not last:
+            return
         waiting = [m for m in messages if m.status in _WAITING]
         events.emit_many(session, [_failed(session, m, f"transform failed: {type(exc).__name__}") for m in waiting])
 
 
-def _run(runtime: Runtime, message_ids: list[int]) -> dict[int, str]:
+def _run(runtime: Runtime, message_ids: list[int], *, give_up: bool = True) -> dict[int, str]:
     """Transform the messages waiting among these in one transaction; why each that cannot be mapped cannot.
 
-    Any other failure is raised (and retried); on the job's last attempt the messages are left failed.
+    Any other failure is raised (and retried); on the job's last attempt the messages are left
+    failed, unless `give_up` is False (the caller tries them again one by one).
     """
     started, last = time.perf_counter(), False
     try:
@@ -179,7 +184,7 @@ def _run(runtime: Runtime, message_ids: list[int]) -> dict[int, str]:
             waiting = [m for m in messages if m.status in _WAITING]
             unmapped = _transform(session, waiting) if waiting else {}
     except Exception as exc:  # a bug or an outage: retried; the last attempt leaves the messages failed
-        if last:
+        if last and give_up:
             _give_up(runtime, message_ids, exc)
         raise
     elapsed = (time.perf_counter() - started) / max(len(waiting), 1)
@@ -207,11 +212,17 @@ def transform_messages(message_ids: list[int]) -> None:
     """
     runtime = current()
     try:
-        unmapped = _run(runtime, message_ids)
-    except BaseTimeoutException:  # the job's own deadline: stop here
+        try:
+            unmapped = _run(runtime, message_ids, give_up=False)
+        except BaseTimeoutException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged; each message alone, below, raises what remains
+            log.warning("HL7 batch of %s messages: %s in its transaction; taking them one by one",
+                        len(message_ids), type(exc).__name__)
+            unmapped = _one_by_one(runtime, message_ids)
+    except BaseTimeoutException as exc:  # the job's deadline: on its last attempt, what is left fails
+        _give_up(runtime, message_ids, exc, if_last=True)
         raise
-    except Exception:  # noqa: BLE001 - each message alone, below; an error among them is raised
-        unmapped = _one_by_one(runtime, message_ids)
     if unmapped:
         reasons = "; ".join(f"{message_id}: {reason}" for message_id, reason in unmapped.items())
         raise PermanentError(f"HL7 messages cannot be mapped: {reasons}")
@@ -226,7 +237,8 @@ def _one_by_one(runtime: Runtime, message_ids: list[int]) -> dict[int, str]:
             unmapped |= _run(runtime, [message_id])
         except BaseTimeoutException:
             raise
-        except Exception as exc:  # noqa: BLE001 - raised below, once the other messages had their turn
+        except Exception as exc:  # noqa: BLE001 - logged; the first is raised once the others had their turn
+            log.warning("HL7 message %s: %s in its transform", message_id, type(exc).__name__)
             error = error or exc
     if error is not None:
         raise error

@@ -12,7 +12,8 @@ RECEIVED = Counter("hl7_messages_received_total", "Inbound HL7 messages by type 
                    ["message_type", "transport"])
 ACKS = Counter("hl7_acks_sent_total", "ACKs answered, by MSA-1 code (AA, AE, AR).", ["code"])
 PARSE_ERRORS = Counter("hl7_parse_errors_total", "Messages refused or not mapped, by error type.", ["error_type"])
-PROCESSING = Histogram("hl7_processing_duration_seconds", "Transform of one message to FHIR, by type.",
+PROCESSING = Histogram("hl7_processing_duration_seconds",
+                       "Transform of one message to FHIR, by type (a batch: its time shared by its messages).",
                        ["message_type"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
 SENT = Counter("hl7_messages_sent_total", "Outbound HL7 deliveries by destination and outcome.",
                ["destination", "outcome"])

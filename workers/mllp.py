@@ -78,6 +78,8 @@ class MllpListener:
             return [hl7_intake.unavailable_ack(f.data) for f in batch]
         except Exception as exc:  # anything else would fail again on a resend: AR, never silence
             if len(batch) > 1:
+                log.warning("MLLP: a batch of %s failed (%s); taking its messages one by one", len(batch),
+                            type(exc).__name__)
                 return [ack for received in batch for ack in self.take_many([received])]
             log.exception("MLLP: message not stored (%s); answering AR", type(exc).__name__)
             hl7_metrics.answered("", "mllp", "AR", "internal_error")
@@ -117,12 +119,14 @@ class MllpListener:
                 continue
             try:
                 acks = await loop.run_in_executor(self._executor, self.take_many, [f for f, _ in batch])
-            except Exception:  # a bug in take_many itself: answer AR rather than leave senders hanging
+                for (_, answer), ack in zip(batch, acks, strict=True):
+                    if not answer.done():
+                        answer.set_result(ack)
+            except Exception as exc:  # a bug: answer AR rather than leave senders hanging (this loop goes on)
                 log.exception("MLLP: %s message(s) not stored; answering AR", len(batch))
-                acks = [hl7_intake.failed_ack(f.data) for f, _ in batch]
-            for (_, answer), ack in zip(batch, acks, strict=True):
-                if not answer.done():
-                    answer.set_result(ack)
+                for received, answer in batch:
+                    if not answer.done():
+                        _settle_failed(answer, received, exc)
 
     async def _read(self, reader: asyncio.StreamReader, task: asyncio.Task[None]) -> bytes:
         self._idle[task] = True
@@ -193,6 +197,14 @@ class MllpListener:
             writer.close()
             return
         await self.handle(reader, writer)
+
+
+def _settle_failed(answer: asyncio.Future[str], received: Frame, exc: Exception) -> None:
+    """AR for a frame that could not be taken; if even that cannot be built, the connection fails (closes)."""
+    try:
+        answer.set_result(hl7_intake.failed_ack(received.data))
+    except Exception:  # noqa: BLE001 - the exception goes to the connection, which closes
+        answer.set_exception(exc)
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:

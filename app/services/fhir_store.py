@@ -123,7 +123,7 @@ def lock_keys(organisation_id: int, resources: list[dict[str, Any]], patient_id:
 
 def lock(session: Session, keys: list[str]) -> None:
     """Take these advisory locks until the transaction ends, in one statement and in sorted order:
-    everyone takes shared keys in the same order, so two writers never wait for each other."""
+    everyone takes shared keys in the same order, so two writers of the same keys queue, never deadlock."""
     if keys:
         session.execute(_LOCK_KEYS, {"keys": sorted(keys)})
 
@@ -144,8 +144,10 @@ def save(session: Session, organisation_id: int, resources: list[dict[str, Any]]
 
     Messages about the same person are serialised by advisory locks on the Patient's identifiers,
     so two workers never both create a Patient for someone new, and messages writing the same
-    resource by locks on its id, taken first and in one sorted order, so two transactions never
-    wait for each other's rows (`locked`: the caller holds `lock_keys` already). A resource last
+    resource by locks on its id, taken first and in one sorted order, so two transactions writing
+    the same resources queue instead of deadlocking on their rows (`locked`: the caller holds
+    `lock_keys` already; rows these keys do not cover, such as a stored Patient matched through
+    another identifier, can still deadlock: PostgreSQL detects it, and the caller retries). A resource last
     written from a later message is left as it is: workers may process messages out of order,
     and an old update must not overwrite a newer one.
     """

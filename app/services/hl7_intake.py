@@ -3,8 +3,9 @@
 The ACK is decided here and stored with the message in the caller's transaction; the boundary
 sends it only after the commit (an AA means the message and its job are durable). A message
 that fails acceptance is stored as `rejected` (AR) for review. The same sender + MSH-10 again
-within the duplicate window gets the original answer and is not processed twice. When the
-database cannot be reached the boundary answers AE (`unavailable_ack`): the sender retries.
+within the duplicate window as a message taken in (AA) gets the original answer and is not
+processed twice; after an AR it is judged afresh (a corrected message may keep its control id).
+When the database cannot be reached the boundary answers AE (`unavailable_ack`): the sender retries.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ class _Verdict:
     code: str
     charset: str = ""
     error: str | None = None
-    screened: bool = False  # passed the envelope and sender checks: a repeat gets the earlier answer
 
     @property
     def key(self) -> tuple[str, str]:
@@ -101,10 +101,9 @@ class _Verdict:
         return _clean(self.header.sender, 400), _clean(self.header.control_id, 200)
 
 
-def _refused(raw: bytes, size: int, header: envelope.Header | None, error: envelope.EnvelopeError,
-             screened: bool = False) -> _Verdict:
+def _refused(raw: bytes, size: int, header: envelope.Header | None, error: envelope.EnvelopeError) -> _Verdict:
     return _Verdict(raw, size, header, MessageStatus.REJECTED, envelope.build_ack(header, "AR", error=error), "AR",
-                    error=f"{error.code}: {error.text}", screened=screened)
+                    error=f"{error.code}: {error.text}")
 
 
 def _judge(raw: bytes, size: int, policy: Policy) -> _Verdict:
@@ -127,17 +126,19 @@ def _judge(raw: bytes, size: int, policy: Policy) -> _Verdict:
         code = envelope.UNSUPPORTED_MESSAGE_TYPE if header.message_type not in _SUPPORTED_TYPES \
             else envelope.UNSUPPORTED_EVENT_CODE
         error = envelope.EnvelopeError(code, f"Message type {header.type_code} is not accepted.", "MSH^1^9")
-        return _refused(raw, size, header, error, screened=True)
+        return _refused(raw, size, header, error)
     else:
         status = MessageStatus.UNSUPPORTED
-    return _Verdict(raw, size, header, status, envelope.build_ack(header, "AA"), "AA", opened.charset, screened=True)
+    return _Verdict(raw, size, header, status, envelope.build_ack(header, "AA"), "AA", opened.charset)
 
 
 #: Serialises intake per sender + control id, so a duplicate sent twice at once is stored once.
 #: The keys come sorted: two batches sharing keys take them in the same order (no deadlock).
 _LOCK_CONTROL_IDS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
                          "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
-#: The latest copy of each (sender, control id) received within the duplicate window: what was answered.
+#: The latest copy of each (sender, control id) taken in (AA) within the duplicate window: what was answered.
+#: A message answered AR or AE was not taken in: sent again (corrected, or once the database is
+#: back), it is judged afresh.
 #: One index probe per pair (LATERAL … LIMIT 1 in the duplicates index's order): a join lets the
 #: planner sort every message of the organisation in the window (it did, with a new organisation's statistics).
 _PREVIOUS = text(
@@ -147,7 +148,7 @@ _PREVIOUS = text(
     CROSS JOIN LATERAL (
         SELECT m.id, m.ack, m.ack_code, m.job_id FROM hl7_messages m
         WHERE m.organisation_id = :organisation_id AND m.sender = k.sender AND m.control_id = k.control_id
-            AND m.received_at > now() - CAST(:window AS interval)
+            AND m.received_at > now() - CAST(:window AS interval) AND m.ack_code = 'AA'
         ORDER BY m.received_at DESC, m.id DESC LIMIT 1) AS p
     """
 )
@@ -188,22 +189,22 @@ def receive_many(session: Session, received: Sequence[tuple[bytes, int]], *, org
                  policy: Policy) -> list[Intake]:
     """Judge, store and queue several messages (raw, size received) in a few statements; the ACKs to send after commit.
 
-    The same as `receive` for each message in turn: a repeat of an earlier message, or of one
+    The same as `receive` for each message in turn: a repeat of a message taken in earlier, or
     before it in this batch, gets that message's answer and is not stored again. The accepted
     messages share one transform job.
     """
     verdicts = [_judge(raw, size, policy) for raw, size in received]
-    earlier = _previous(session, organisation_id, {v.key for v in verdicts if v.screened},
+    earlier = _previous(session, organisation_id, {v.key for v in verdicts if v.code == "AA"},
                         policy.duplicate_window_seconds)
     stored: list[int] = []  # indexes of the verdicts to store
     repeats: dict[int, int] = {}  # index of a repeat within the batch → index of its first copy
     first: dict[tuple[str, str], int] = {}
     for i, verdict in enumerate(verdicts):
-        if verdict.screened and (verdict.key in earlier or verdict.key in first):
+        if verdict.code == "AA" and (verdict.key in earlier or verdict.key in first):
             if verdict.key not in earlier:
                 repeats[i] = first[verdict.key]
             continue
-        if verdict.screened:
+        if verdict.code == "AA":
             first[verdict.key] = i
         stored.append(i)
     ids: list[int] = sorted(session.execute(_NEW_IDS, {"n": len(stored)}).scalars()) if stored else []
