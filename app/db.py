@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 #: A connection idle longer than this is pinged before use (a PostgreSQL restart or an idle-timeout
 #: firewall may have closed it); a busy pool's connections are used without the extra round trip.
 IDLE_PING_SECONDS = 1.0
+#: Transaction-level advisory locks on several keys, taken one after another in array order.
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, CAST(:seed AS bigint))) "
+                       "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
 
 
 class Base(DeclarativeBase):
@@ -78,3 +81,11 @@ def _disconnected() -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     """Sessions that keep loaded attributes after commit, for reading results past a boundary."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def advisory_locks(session: Session, keys: list[str], *, seed: int) -> None:
+    """Hold advisory locks on these keys until the transaction ends, taken in one statement and in
+    sorted order: everyone takes shared keys in the same order, so two holders queue, never deadlock.
+    `seed` keeps one module's key space apart from another's."""
+    if keys:
+        session.execute(_ADVISORY_LOCKS, {"keys": sorted(set(keys)), "seed": seed})

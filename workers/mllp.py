@@ -40,14 +40,14 @@ class MllpListener:
     """Serves MLLP connections until stopped."""
 
     def __init__(self, runtime: Runtime, organisation_id: int, policy: hl7_intake.Policy, *,
-                 idle_timeout: float, committers: int = 1, max_connections: int = 500) -> None:
+                 idle_timeout: float, max_connections: int = 500) -> None:
         self.runtime = runtime
         self.organisation_id = organisation_id
         self.policy = policy
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self.committers = committers
-        self._executor = ThreadPoolExecutor(max_workers=committers, thread_name_prefix="mllp-db")
+        # One committer: the frames that arrive while it writes form the next batch (two made smaller batches).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mllp-db")
         self._waiting: list[tuple[Frame, asyncio.Future[str]]] = []  # frames not yet taken, with their answers
         self._arrived = asyncio.Event()
         self._idle: dict[asyncio.Task[None], bool] = {}  # open connection's task → waiting for bytes
@@ -173,7 +173,7 @@ class MllpListener:
 
     async def serve(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         """Listen until SIGTERM/SIGINT, then drain."""
-        committing = [asyncio.create_task(self._commit_loop()) for _ in range(self.committers)]
+        committing = asyncio.create_task(self._commit_loop())
         server = await asyncio.start_server(self._connection, host, port, ssl=tls, limit=_READ_BYTES)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -186,8 +186,7 @@ class MllpListener:
         busy = [t for t in self._idle]
         if busy:
             await asyncio.wait(busy, timeout=max(5.0, self.runtime.settings.drain_seconds))
-        for task in committing:
-            task.cancel()
+        committing.cancel()
         self._executor.shutdown(wait=True)
         log.info("MLLP: stopped")
 

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Text, bindparam, case, func, literal_column, or_, select, text
+from sqlalchemy import Select, Table, Text, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
+from app.db import advisory_locks
 from app.models import FhirResource
 
 #: Resource types readable through the API.
@@ -33,11 +34,6 @@ _TABLE = cast(Table, FhirResource.__table__)
 #: writes `resource['identifier']` (PostgreSQL 14 subscripting), which the index does not match:
 #: every search then reads and parses every stored resource of the organisation.
 IDENTIFIERS = FhirResource.resource.op("->", return_type=JSONB)(literal_column("'identifier'"))
-#: Advisory locks (a Patient's identifiers …), taken one after another in the order given.
-_LOCK_KEYS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 1)) "
-                  "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
-
-
 def _upsert_statement() -> ReturningInsert[str]:
     """Insert a resource or, unless a later message wrote it, replace it and bump its version.
 
@@ -122,10 +118,8 @@ def lock_keys(organisation_id: int, resources: list[dict[str, Any]], patient_id:
 
 
 def lock(session: Session, keys: list[str]) -> None:
-    """Take these advisory locks until the transaction ends, in one statement and in sorted order:
-    everyone takes shared keys in the same order, so two writers of the same keys queue, never deadlock."""
-    if keys:
-        session.execute(_LOCK_KEYS, {"keys": sorted(keys)})
+    """Take the locks of `lock_keys` (sorted, one statement): writers of the same keys queue, never deadlock."""
+    advisory_locks(session, keys, seed=1)
 
 
 def _concerns(resource: dict[str, Any], patient_ref: str | None) -> bool:

@@ -18,6 +18,7 @@ from typing import cast
 from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
+from app.db import advisory_locks
 from app.fhir.mapping import MAPPERS
 from app.models import Hl7Message, MessageStatus
 from app.services import hl7_envelope as envelope
@@ -132,10 +133,6 @@ def _judge(raw: bytes, size: int, policy: Policy) -> _Verdict:
     return _Verdict(raw, size, header, status, envelope.build_ack(header, "AA"), "AA", opened.charset)
 
 
-#: Serialises intake per sender + control id, so a duplicate sent twice at once is stored once.
-#: The keys come sorted: two batches sharing keys take them in the same order (no deadlock).
-_LOCK_CONTROL_IDS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
-                         "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n) ORDER BY n")
 #: The latest copy of each (sender, control id) taken in (AA) within the duplicate window: what was answered.
 #: A message answered AR or AE was not taken in: sent again (corrected, or once the database is
 #: back), it is judged afresh.
@@ -160,7 +157,8 @@ def _previous(session: Session, organisation_id: int, keys: set[tuple[str, str]]
     if not keys:
         return {}
     ordered = sorted(keys)
-    session.execute(_LOCK_CONTROL_IDS, {"keys": [f"hl7:{organisation_id}:{s}:{c}" for s, c in ordered]})
+    # Serialises intake per sender + control id, so a duplicate sent twice at once is stored once.
+    advisory_locks(session, [f"hl7:{organisation_id}:{s}:{c}" for s, c in ordered], seed=0)
     rows = session.execute(_PREVIOUS, {"senders": [s for s, _ in ordered], "control_ids": [c for _, c in ordered],
                                        "organisation_id": organisation_id, "window": timedelta(seconds=window)})
     return {(r.sender, r.control_id): Intake(r.ack, r.ack_code, r.id, r.job_id, duplicate=True) for r in rows}
